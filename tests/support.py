@@ -1,0 +1,136 @@
+"""Helpers for tests that run the project the way a user does: as processes, on a copy."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT_FILES = ("backend", "migrations", "scripts", "entrypoint.sh", "gunicorn.conf.py",
+                 "wsgi.py", "pyproject.toml")
+
+
+def copy_repository(dest: Path) -> Path:
+    """A throwaway copy of the project, so a test may add models and revisions to it."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def wait_for_http(port: int, path: str, proc: subprocess.Popen, timeout: float = 30.0):
+    """Poll until the server answers ``path``; fail early if the process died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode} before answering")
+        try:
+            return http_get(port, path)
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"no answer on port {port} within {timeout}s")
+
+
+def port_answers(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def stop(proc: subprocess.Popen, timeout: float = 15.0) -> tuple[str, str]:
+    """Stop a server started in its own process group; return its output."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+    return out, err
+
+
+class TcpProxy:
+    """Forwards TCP connections on a local port to a PostgreSQL server (TCP or socket).
+
+    Lets a test decide when the database "comes up" or "goes away" without touching the
+    real server.
+    """
+
+    def __init__(self, target_host: str, target_port: int, port: int | None = None) -> None:
+        self.target_host, self.target_port = target_host, target_port
+        self.port = port or free_port()
+        self._listener: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+
+    def _target(self) -> socket.socket:
+        if self.target_host.startswith("/"):
+            sock = socket.socket(socket.AF_UNIX)
+            sock.connect(f"{self.target_host}/.s.PGSQL.{self.target_port}")
+        else:
+            sock = socket.create_connection((self.target_host, self.target_port))
+        return sock
+
+    def start(self, delay: float = 0.0) -> TcpProxy:
+        def serve() -> None:
+            time.sleep(delay)
+            listener = socket.socket()
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", self.port))
+            listener.listen(64)
+            self._listener = listener
+            while True:
+                try:
+                    client, _ = listener.accept()
+                except OSError:
+                    return
+                upstream = self._target()
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        return self
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)

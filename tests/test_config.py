@@ -1,0 +1,71 @@
+"""Settings: every accepted spelling of DATABASE_URL reaches psycopg2; bad ones say why."""
+
+import pytest
+
+from backend.config import Config, ConfigError, mask_url, parse_database_url
+from backend.logs import mask_secrets
+
+
+@pytest.mark.parametrize("raw", [
+    "postgres://app:pw@db:5432/app",
+    "postgresql://app:pw@db:5432/app",
+    "postgresql+psycopg2://app:pw@db:5432/app",
+    "postgresql://app@/app?host=/var/run/postgresql",
+])
+def test_every_accepted_scheme_uses_psycopg2(raw):
+    url = parse_database_url(raw)
+
+    assert url.drivername == "postgresql+psycopg2"
+    assert url.database == "app"
+
+
+def test_unix_socket_host_is_kept():
+    url = parse_database_url("postgresql://app@/app?host=/var/run/postgresql")
+
+    assert url.host is None
+    assert url.query["host"] == "/var/run/postgresql"
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("mysql://app:Secr3t@db/app", "expected a postgresql:// URL"),
+    ("not a url", "expected a postgresql:// URL"),
+    ("postgresql://app:Secr3t@db:port/app", "malformed"),
+    ("postgresql://app:Secr3t@db:5432/", "no database name"),
+])
+def test_malformed_urls_are_one_line_errors_without_the_password(raw, expected):
+    with pytest.raises(ConfigError) as info:
+        parse_database_url(raw)
+
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message
+    assert "Secr3t" not in message
+
+
+def test_missing_url_says_what_to_set():
+    with pytest.raises(ConfigError, match="DATABASE_URL is not set"):
+        Config.from_env({})
+
+
+def test_config_repr_masks_the_password():
+    config = Config.from_env({"DATABASE_URL": "postgresql://app:Secr3t@db/app"})
+
+    assert "Secr3t" not in repr(config)
+    assert "***" in repr(config)
+
+
+def test_settings_are_read_and_checked():
+    config = Config.from_env({"DATABASE_URL": "postgresql://a@h/d", "DB_WAIT_TIMEOUT": "3",
+                              "LOG_FORMAT": "JSON"})
+
+    assert config.db_wait_timeout == 3.0
+    assert config.log_format == "json"
+    with pytest.raises(ConfigError, match="DB_WAIT_TIMEOUT"):
+        Config.from_env({"DATABASE_URL": "postgresql://a@h/d", "DB_WAIT_TIMEOUT": "soon"})
+
+
+def test_mask_url_and_mask_secrets_hide_passwords():
+    assert mask_url("postgresql://app:Secr3t@db/app") == "postgresql://app:***@db/app"
+    line = "connect postgresql://app:Secr3t@db/app password=Other1 done"
+    masked = mask_secrets(line)
+    assert "Secr3t" not in masked and "Other1" not in masked

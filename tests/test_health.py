@@ -1,0 +1,53 @@
+"""/healthz and /readyz, as the interface promises them."""
+
+from backend import create_app
+from backend.config import Config
+from tests.conftest import run_flask
+
+
+def test_healthz_says_ok_without_a_database():
+    # Arrange: an app pointed at a port where nothing listens.
+    app = create_app(Config.from_env({"DATABASE_URL": "postgresql://u:pw@127.0.0.1:1/none"}))
+
+    # Act
+    response = app.test_client().get("/healthz")
+
+    # Assert
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+
+
+def test_readyz_is_ready_at_head(client):
+    response = client.get("/readyz")
+
+    body = response.get_json()
+    assert response.status_code == 200, body
+    assert body["status"] == "ready"
+    assert body["database"] == "ok"
+    assert body["current"] == body["head"] and len(body["head"]) == 1
+    assert body["pending"] == []
+
+
+def test_readyz_lists_pending_revisions_when_behind(head_db):
+    run_flask(["db", "downgrade", "--", "-2"], head_db)
+    app = create_app(Config(database_url=head_db))
+
+    response = app.test_client().get("/readyz")
+
+    body = response.get_json()
+    assert response.status_code == 503
+    assert len(body["pending"]) == 2
+    assert body["pending"][-1] == body["head"][0]
+    assert "pending" in body["reason"]
+
+
+def test_readyz_reports_unreachable_database_without_password():
+    app = create_app(Config.from_env({"DATABASE_URL": "postgresql://u:s3cret@127.0.0.1:1/none"}))
+
+    response = app.test_client().get("/readyz")
+
+    body = response.get_json()
+    assert response.status_code == 503
+    assert body["database"] == "error"
+    assert set(body) >= {"status", "current", "head", "pending", "reason"}
+    assert "s3cret" not in response.get_data(as_text=True)
