@@ -14,7 +14,8 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends postgresql-client-17 \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --gid 10001 app \
-    && useradd --uid 10001 --gid 10001 --create-home app
+    && useradd --uid 10001 --gid 10001 --create-home app \
+    && mkdir -p /backups && chown 10001:10001 /backups
 
 WORKDIR /app
 COPY requirements.lock ./

@@ -26,6 +26,7 @@ lint: install
 	$(BIN)/shellcheck -x entrypoint.sh scripts/*.sh .ci/run
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	scripts/lint_migrations.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

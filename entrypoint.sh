@@ -8,13 +8,25 @@ if [ -x .venv/bin/python ]; then
     PATH="$PWD/.venv/bin:$PATH"
 fi
 
+# One line per event, in the format the rest of the service logs in.
+say() {
+    local level="$1"; shift
+    if [ "${LOG_FORMAT:-text}" = "json" ]; then
+        printf '{"time": "%s", "level": "%s", "logger": "entrypoint", "message": "%s"}\n' \
+            "$(date -u +%Y-%m-%dT%H:%M:%S.000Z)" "$level" "$*" >&2
+    else
+        printf '%s %s entrypoint: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%S.000Z)" \
+            "${level^^}" "$*" >&2
+    fi
+}
+
 if [ -z "${DATABASE_URL:-}" ]; then
-    echo "entrypoint: DATABASE_URL is not set: give a PostgreSQL URL such as postgresql://user:password@host:5432/dbname" >&2
+    say error "DATABASE_URL is not set: give a PostgreSQL URL such as postgresql://user:password@host:5432/dbname"
     exit 2
 fi
 
-echo "entrypoint: waiting for the database (up to ${DB_WAIT_TIMEOUT:-60}s), then applying pending migrations" >&2
+say info "waiting for the database (up to ${DB_WAIT_TIMEOUT:-60}s), then applying pending migrations"
 python -m backend.lifecycle.prestart
 
-echo "entrypoint: starting gunicorn on port ${PORT:-8000}" >&2
+say info "starting gunicorn on port ${PORT:-8000}"
 exec gunicorn --config gunicorn.conf.py wsgi:app

@@ -16,3 +16,27 @@ errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 # No control socket: nothing here uses gunicornc, and the home directory may be read-only.
 control_socket_disable = True
+
+# gunicorn's own lines in the service's format: text, or one JSON object per line.
+_json = os.environ.get("LOG_FORMAT", "text").strip().lower() == "json"
+_formatter = {"()": "backend.logs.JsonFormatter"} if _json else {
+    "()": "backend.logs.MaskingFormatter",
+    "fmt": "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s",
+    "datefmt": "%Y-%m-%dT%H:%M:%S",
+}
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"service": _formatter},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "service",
+                    "stream": "ext://sys.stderr"},
+    },
+    "loggers": {
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["console"],
+                           "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
+        # Alembic announces its plugins at import time; nothing a reader needs.
+        "alembic.runtime.plugins": {"level": "WARNING"},
+    },
+}

@@ -15,6 +15,7 @@ def create_app(config: Config | None = None) -> Flask:
     """Build the app. Settings come from the environment unless a ``Config`` is given."""
     from backend import models  # noqa: F401  (registers every table on db.metadata)
     from backend.api import api
+    from backend.cli import migrations_cli
     from backend.extensions import db, migrate
     from backend.health import health
     from backend.logs import configure_logging
@@ -39,4 +40,5 @@ def create_app(config: Config | None = None) -> Flask:
     )
     app.register_blueprint(health)
     app.register_blueprint(api)
+    app.cli.add_command(migrations_cli)
     return app

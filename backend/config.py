@@ -6,7 +6,9 @@ Everything that reaches a log line goes through :func:`mask_url`, so a password 
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -63,6 +65,38 @@ def _mask_raw(raw: str) -> str:
     return f"{head}{sep}{creds}{at}{tail}"
 
 
+_PG_DURATION = re.compile(r"^\d+(\.\d+)?\s*(us|ms|s|min|h|d)?$")
+
+
+def _pg_duration(environ: Mapping[str, str], name: str, default: str) -> str:
+    """A PostgreSQL duration ('2s', '500ms', '5min'); checked here so a typo fails at start."""
+    raw = environ.get(name, "").strip() or default
+    if not _PG_DURATION.match(raw):
+        raise ConfigError(f"{name} must be a PostgreSQL duration such as 2s, 500ms or 5min, "
+                          f"got {raw!r}")
+    return raw
+
+
+def _int(environ: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < minimum:
+        raise ConfigError(f"{name} must be a whole number >= {minimum}, got {raw!r}")
+    return int(raw)
+
+
+def _flag(environ: Mapping[str, str], name: str, default: bool = False) -> bool:
+    raw = environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be 1 or 0, got {raw!r}")
+
+
 def _float(environ: Mapping[str, str], name: str, default: float) -> float:
     raw = environ.get(name, "").strip()
     if not raw:
@@ -83,6 +117,13 @@ class Config:
     database_url: URL = field(repr=False)
     db_wait_timeout: float = 60.0
     log_format: str = "text"
+    # How migrations behave on a live database (README, "Running in production").
+    lock_timeout: str = "2s"
+    statement_timeout: str = "5min"
+    migration_lock_wait: float = 300.0
+    migration_retries: int = 5
+    migration_retry_delay: float = 1.0
+    allow_edited: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -94,8 +135,15 @@ class Config:
             database_url=parse_database_url(env.get("DATABASE_URL")),
             db_wait_timeout=_float(env, "DB_WAIT_TIMEOUT", 60.0),
             log_format=log_format,
+            lock_timeout=_pg_duration(env, "MIGRATION_LOCK_TIMEOUT", "2s"),
+            statement_timeout=_pg_duration(env, "MIGRATION_STATEMENT_TIMEOUT", "5min"),
+            migration_lock_wait=_float(env, "MIGRATION_LOCK_WAIT", 300.0),
+            migration_retries=_int(env, "MIGRATION_RETRIES", 5, minimum=1),
+            migration_retry_delay=_float(env, "MIGRATION_RETRY_DELAY", 1.0),
+            allow_edited=_flag(env, "MIGRATION_ALLOW_EDITED"),
         )
 
     def __repr__(self) -> str:
-        return (f"Config(database_url={mask_url(self.database_url)!r}, "
-                f"db_wait_timeout={self.db_wait_timeout}, log_format={self.log_format!r})")
+        fields = ", ".join(f"{f.name}={getattr(self, f.name)!r}"
+                           for f in dataclasses.fields(self) if f.name != "database_url")
+        return f"Config(database_url={mask_url(self.database_url)!r}, {fields})"

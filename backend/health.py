@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from backend.extensions import db
 from backend.lifecycle.database import describe_error
-from backend.lifecycle.revisions import load_scripts, schema_status
+from backend.lifecycle.revisions import disk_checksums, load_scripts, schema_status
 
 health = Blueprint("health", __name__)
 log = logging.getLogger(__name__)
@@ -27,10 +27,13 @@ def healthz():
 
 @health.get("/readyz")
 def readyz():
-    scripts = load_scripts(current_app.extensions["migrate"].directory)
+    directory = current_app.extensions["migrate"].directory
+    scripts = load_scripts(directory)
+    settings = current_app.config["SERVICE_CONFIG"]
     try:
         with db.engine.connect() as connection:
-            status = schema_status(connection, scripts)
+            status = schema_status(connection, scripts, disk_checksums(directory),
+                                   settings.allow_edited)
     except SQLAlchemyError as exc:
         reason = describe_error(exc)
         log.warning("readiness: database unavailable: %s", reason)

@@ -30,14 +30,14 @@ def _not_noise(record: logging.LogRecord) -> bool:
     return not (record.name == "alembic.runtime.migration" and str(record.msg).startswith(_NOISE))
 
 
-class _MaskingFormatter(logging.Formatter):
+class MaskingFormatter(logging.Formatter):
     converter = time.gmtime
 
     def format(self, record: logging.LogRecord) -> str:
         return mask_secrets(super().format(record))
 
 
-class _JsonFormatter(_MaskingFormatter):
+class JsonFormatter(MaskingFormatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
@@ -58,9 +58,9 @@ def configure_logging(log_format: str = "text", level: int = logging.INFO) -> No
         return
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
-        handler.setFormatter(_JsonFormatter())
+        handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(_MaskingFormatter(
+        handler.setFormatter(MaskingFormatter(
             "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S"
         ))
     handler.addFilter(_not_noise)

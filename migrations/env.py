@@ -1,19 +1,24 @@
 """Alembic environment: how every migration command talks to the database.
 
-Everything here applies to every path that runs migrations (the entrypoint, a manual
-``flask db upgrade`` or ``flask db downgrade``), because they all come through this file.
+Every path that runs migrations (the entrypoint, a manual ``flask db upgrade`` or
+``flask db downgrade``) comes through this file, so all of them get the same protection:
+an advisory lock, short lock and statement timeouts, refusals before any change, one
+transaction per revision, checksums, and a log line per revision. The rules themselves
+live in ``backend/lifecycle/apply.py``.
 """
 
 import logging
-import time
 
 from alembic import context
 from flask import current_app
 
+from backend.lifecycle import checksums
+from backend.lifecycle.apply import RevisionRecorder, run_locked
 from backend.logs import configure_logging
 
 config = context.config
-configure_logging(current_app.config["SERVICE_CONFIG"].log_format)
+settings = current_app.config["SERVICE_CONFIG"]
+configure_logging(settings.log_format)
 logger = logging.getLogger("backend.migrations")
 
 migrate_ext = current_app.extensions["migrate"]
@@ -27,25 +32,9 @@ def skip_empty_autogenerate(context, revision, directives):
         logger.info("No changes in schema detected.")
 
 
-class _RevisionTimer:
-    """Logs one line per applied revision with its duration."""
-
-    def __init__(self) -> None:
-        self.last = time.perf_counter()
-
-    def __call__(self, *, ctx, step, heads, run_args) -> None:
-        now = time.perf_counter()
-        elapsed, self.last = now - self.last, now
-        if step.is_stamp:
-            return
-        ident = step.up_revision_id
-        script = step.up_revision
-        message = script.doc if script is not None else ""
-        direction = "up" if step.is_upgrade else "down"
-        verb = "applied" if step.is_upgrade else "rolled back"
-        logger.info("%s %s (%s) in %.3fs", verb, ident, message, elapsed,
-                    extra={"fields": {"revision": ident, "message": message,
-                                      "direction": direction, "seconds": round(elapsed, 3)}})
+def include_name(name, type_, parent_names) -> bool:
+    """Autogenerate compares only the models' tables: our checksum table is not one."""
+    return not (type_ == "table" and name == checksums.TABLE)
 
 
 def run_migrations_offline() -> None:
@@ -64,6 +53,7 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     conf_args = dict(migrate_ext.configure_args)
     conf_args.setdefault("process_revision_directives", skip_empty_autogenerate)
+    recorder = RevisionRecorder()
     with migrate_ext.db.engine.connect() as connection:
         context.configure(
             connection=connection,
@@ -71,11 +61,21 @@ def run_migrations_online() -> None:
             # One transaction per revision: a failure rolls back that revision only, and
             # the database stays at the last revision that fully applied.
             transaction_per_migration=True,
-            on_version_apply=_RevisionTimer(),
+            on_version_apply=recorder,
+            include_name=include_name,
             **conf_args,
         )
-        with context.begin_transaction():
-            context.run_migrations()
+
+        def run() -> None:
+            with context.begin_transaction():
+                context.run_migrations()
+
+        # upgrade, downgrade and stamp name a destination; current, check and autogenerate
+        # do not, and change nothing.
+        if context.get_context().opts.get("destination_rev") is None:
+            run()  # reads only: current, check, autogenerate
+            return
+        run_locked(connection, context.get_context(), context.script, settings, run, recorder)
 
 
 if context.is_offline_mode():

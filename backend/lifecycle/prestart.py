@@ -21,6 +21,9 @@ def main() -> int:
     configure_logging("json" if os.environ.get("LOG_FORMAT", "").lower() == "json" else "text")
     try:
         config = Config.from_env()
+        from backend.lifecycle.backup import backup_settings
+
+        backup_settings()  # a bad BACKUP_* value fails now, not just before a migration
         from backend.lifecycle.database import wait_for_database
 
         wait_for_database(config.database_url, config.db_wait_timeout)

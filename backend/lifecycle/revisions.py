@@ -1,7 +1,8 @@
 """Where the database stands against the revision scripts.
 
-The scripts are parsed once per process and kept: ``/readyz`` asks on every request, and
-re-reading the ``versions/`` folder each time would cost a disk walk and an import per file.
+The scripts are parsed, and their checksums taken, once per process: ``/readyz`` asks on
+every request, and re-reading the ``versions/`` folder each time would cost a disk walk
+and an import per file.
 """
 
 from __future__ import annotations
@@ -13,17 +14,42 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Connection, text
 
+from backend.lifecycle import checksums
+
 
 @lru_cache(maxsize=8)
 def load_scripts(directory: str) -> ScriptDirectory:
     return ScriptDirectory(directory)
 
 
+@lru_cache(maxsize=8)
+def disk_checksums(directory: str) -> dict[str, str]:
+    return checksums.script_checksums(load_scripts(directory))
+
+
+_TABLES = text("SELECT to_regclass('alembic_version') IS NOT NULL, "
+               f"to_regclass('{checksums.TABLE}') IS NOT NULL")
+
+
+def read_state(connection: Connection) -> tuple[list[str], dict[str, str]]:
+    """The applied revisions and their recorded checksums, in two round trips at most."""
+    has_versions, has_checksums = connection.execute(_TABLES).one()
+    parts = []
+    if has_versions:
+        parts.append("SELECT 'v', version_num, NULL FROM alembic_version")
+    if has_checksums:
+        parts.append(f"SELECT 'c', revision, checksum FROM {checksums.TABLE}")
+    if not parts:
+        return [], {}
+    rows = connection.execute(text(" UNION ALL ".join(parts))).all()
+    current = sorted(rev for kind, rev, _ in rows if kind == "v")
+    recorded = {rev: digest.strip() for kind, rev, digest in rows if kind == "c"}
+    return current, recorded
+
+
 def current_revisions(connection: Connection) -> list[str]:
     """The revisions recorded in ``alembic_version``; empty on a database never migrated."""
-    if connection.scalar(text("SELECT to_regclass('alembic_version')")) is None:
-        return []
-    return sorted(connection.scalars(text("SELECT version_num FROM alembic_version")))
+    return read_state(connection)[0]
 
 
 @dataclass
@@ -32,6 +58,7 @@ class SchemaStatus:
     head: list[str]
     pending: list[str] = field(default_factory=list)
     reason: str | None = None
+    edited: list[str] = field(default_factory=list)
 
     @property
     def at_head(self) -> bool:
@@ -39,24 +66,49 @@ class SchemaStatus:
 
     def as_dict(self) -> dict:
         data = asdict(self)
+        data.pop("edited")
         if self.reason is None:
             data.pop("reason")
         return data
 
 
-def schema_status(connection: Connection, scripts: ScriptDirectory) -> SchemaStatus:
-    """Compare the database's revisions with the scripts' heads, naming what is pending."""
+def heads_reason(heads: list[str]) -> str:
+    return (f"the revision history has {len(heads)} heads ({', '.join(heads)}): merge them "
+            'with `flask db merge heads -m "merge heads"` (or scripts/resolve_conflict.sh)')
+
+
+def unknown_reason(unknown: list[str]) -> str:
+    return (f"the database is at revision {', '.join(unknown)}, which this code does not "
+            "know: the code is older than the database; deploy the newer code (or roll the "
+            "database back with the code that has that revision)")
+
+
+def edited_reason(scripts: ScriptDirectory, edited: list[str]) -> str:
+    names = ", ".join(f"{rev} ({scripts.get_revision(rev).doc})" for rev in edited)
+    return (f"revision(s) {names} were edited after they were applied to this database: "
+            "review the change, then record it with `flask migrations accept-edits` "
+            "(or set MIGRATION_ALLOW_EDITED=1)")
+
+
+def schema_status(connection: Connection, scripts: ScriptDirectory,
+                  on_disk: dict[str, str] | None = None,
+                  allow_edited: bool = False) -> SchemaStatus:
+    """Compare the database with the scripts: pending revisions, or a reason to refuse."""
     heads = sorted(scripts.get_heads())
-    current = current_revisions(connection)
+    current, recorded = read_state(connection)
     status = SchemaStatus(current=current, head=heads)
     if len(heads) > 1:
-        status.reason = (f"the revision history has {len(heads)} heads ({', '.join(heads)}): "
-                         f"merge them with: flask db merge heads -m \"merge heads\"")
+        status.reason = heads_reason(heads)
         return status
-    unknown = [rev for rev in current if _lookup(scripts, rev) is None]
+    unknown = [rev for rev in current if find_revision(scripts, rev) is None]
     if unknown:
-        status.reason = (f"the database is at revision {', '.join(unknown)}, which this code "
-                         "does not know: the code is older than the database")
+        status.reason = unknown_reason(unknown)
+        return status
+    if on_disk is None:
+        on_disk = checksums.script_checksums(scripts)
+    status.edited = checksums.edited_revisions(scripts, current, recorded, on_disk)
+    if status.edited and not allow_edited:
+        status.reason = edited_reason(scripts, status.edited)
         return status
     status.pending = pending_revisions(scripts, current)
     if status.pending:
@@ -71,7 +123,7 @@ def pending_revisions(scripts: ScriptDirectory, current: list[str]) -> list[str]
     return [rev.revision for rev in reversed(list(revisions))]
 
 
-def _lookup(scripts: ScriptDirectory, revision: str):
+def find_revision(scripts: ScriptDirectory, revision: str):
     try:
         return scripts.get_revision(revision)
     except CommandError:

@@ -15,33 +15,11 @@ from tests.support import (
     copy_repository,
     free_port,
     port_answers,
+    revisions,
     stop,
     wait_for_http,
+    write_revision,
 )
-
-FAILING_REVISION = '''"""add a column then fail
-
-Revision ID: ffff00000001
-Revises: {parent}
-Create Date: 2026-11-20 10:00:00
-"""
-from alembic import op
-import sqlalchemy as sa
-
-revision = "ffff00000001"
-down_revision = "{parent}"
-branch_labels = None
-depends_on = None
-
-
-def upgrade():
-    op.add_column("tasks", sa.Column("doomed", sa.Text(), nullable=True))
-    op.execute("SELECT * FROM no_such_table")
-
-
-def downgrade():
-    op.drop_column("tasks", "doomed")
-'''
 
 
 def start_entrypoint(repo: Path, url, log: Path, **env: str) -> subprocess.Popen:
@@ -98,16 +76,18 @@ def test_serves_at_head_with_gunicorn_as_the_entrypoint_process(empty_db, tmp_pa
     assert '"status":"ready"' in body.replace(" ", "")
     assert "gunicorn" in cmdline
     log = (tmp_path / "out.log").read_text()
-    assert "upgraded from base to" in log
-    assert log.count("applied ") == 6
+    assert "revision(s) from base in" in log
+    assert log.count("applied ") == len(revisions())
 
 
 def test_failing_revision_refuses_to_start_and_rolls_back(head_db, tmp_path):
     # Arrange: the shipped history plus a revision whose second statement fails.
     repo = copy_repository(tmp_path / "repo")
     parent = head_revision(repo)
-    (repo / "migrations/versions/20261120_1000_ffff00000001_fail.py").write_text(
-        FAILING_REVISION.format(parent=parent))
+    write_revision(repo, "ffff00000001", parent, "add a column then fail",
+                   upgrade='op.add_column("tasks", sa.Column("doomed", sa.Text()))\n'
+                           'op.execute("SELECT * FROM no_such_table")',
+                   downgrade='op.drop_column("tasks", "doomed")')
     port = free_port()
 
     # Act

@@ -9,8 +9,10 @@ from tests.conftest import execute_sql
 
 SLUG_BEFORE = "c47d0e5a9f26"     # index tasks by due date
 SLUG_ADDED = "5e81b3c92d47"      # add project slug backfilled from name
-STATUS_CHECKED = "a9c36f7b0e18"  # check task status values
-SLUG_REQUIRED = "e2f5a8d4c713"   # require project slug
+STATUS_CHECKED = "a9c36f7b0e18"  # check task status values (NOT VALID)
+STATUS_VALIDATED = "b1d4e7a2c905"  # validate task status check
+SLUG_CHECKED = "e2f5a8d4c713"    # check project slug is set (fills NULLs, NOT VALID)
+SLUG_REQUIRED = "f7a2c1e9b384"   # require project slug
 
 
 def columns(url, table: str) -> list[str]:
@@ -25,7 +27,7 @@ def version(url) -> str:
 
 def test_every_revision_upgrades_downgrades_and_upgrades_again(migrator, empty_db):
     revisions = migrator.revisions()
-    assert len(revisions) >= 6
+    assert len(revisions) >= 8
 
     for revision in revisions:
         migrator.upgrade("+1")
@@ -35,9 +37,11 @@ def test_every_revision_upgrades_downgrades_and_upgrades_again(migrator, empty_d
         assert version(empty_db) == revision
 
     migrator.downgrade("base")
-    tables = execute_sql(empty_db, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-    assert tables == [("alembic_version",)]
+    tables = execute_sql(empty_db, "SELECT tablename FROM pg_tables "
+                                   "WHERE schemaname = 'public' ORDER BY 1")
+    assert tables == [("alembic_version",), ("migration_checksums",)]
     assert execute_sql(empty_db, "SELECT count(*) FROM alembic_version") == [(0,)]
+    assert execute_sql(empty_db, "SELECT count(*) FROM migration_checksums") == [(0,)]
 
 
 def test_models_match_the_schema_at_head(migrator):
@@ -90,9 +94,10 @@ def test_require_slug_fills_rows_written_by_old_code(migrator, empty_db):
     seed_projects(empty_db, ["Written Before Deploy"])  # old code: slug left NULL
     assert execute_sql(empty_db, "SELECT slug FROM projects") == [(None,)]
 
+    migrator.upgrade(SLUG_CHECKED)
+    assert execute_sql(empty_db, "SELECT slug FROM projects") == [("written-before-deploy",)]
     migrator.upgrade(SLUG_REQUIRED)
 
-    assert execute_sql(empty_db, "SELECT slug FROM projects") == [("written-before-deploy",)]
     nullable = execute_sql(empty_db, "SELECT is_nullable FROM information_schema.columns "
                                      "WHERE table_name = 'projects' AND column_name = 'slug'")
     assert nullable == [("NO",)]
@@ -100,8 +105,9 @@ def test_require_slug_fills_rows_written_by_old_code(migrator, empty_db):
                                      "WHERE conname = 'ck_projects_slug_not_null'")
     assert leftover == []
 
-    migrator.downgrade("-1")
-    assert execute_sql(empty_db, "SELECT count(*) FROM projects") == [(1,)]
+    migrator.downgrade(SLUG_ADDED)
+    assert execute_sql(empty_db, "SELECT name, slug FROM projects") == [
+        ("Written Before Deploy", "written-before-deploy")]
 
 
 def test_status_constraint_is_validated_and_enforced(migrator, empty_db):
@@ -110,11 +116,12 @@ def test_status_constraint_is_validated_and_enforced(migrator, empty_db):
     execute_sql(empty_db, "INSERT INTO tasks (project_id, title, status) "
                           "SELECT id, 'ok', 'doing' FROM projects")
 
-    migrator.upgrade(STATUS_CHECKED)
+    validated = ("SELECT convalidated FROM pg_constraint WHERE conname = 'ck_tasks_status'")
 
-    validated = execute_sql(empty_db, "SELECT convalidated FROM pg_constraint "
-                                      "WHERE conname = 'ck_tasks_status'")
-    assert validated == [(True,)]
+    migrator.upgrade(STATUS_CHECKED)
+    assert execute_sql(empty_db, validated) == [(False,)]
+    migrator.upgrade(STATUS_VALIDATED)
+    assert execute_sql(empty_db, validated) == [(True,)]
     with pytest.raises(psycopg2.errors.CheckViolation):
         execute_sql(empty_db, "INSERT INTO tasks (project_id, title, status) "
                               "SELECT id, 'bad', 'lost' FROM projects")

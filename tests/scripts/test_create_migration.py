@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import child_env, execute_sql, run_flask
-from tests.support import copy_repository
+from tests.support import copy_repository, write_revision
 
 NOTES_COLUMN = "    notes: Mapped[str | None] = mapped_column(sa.Text)\n"
 TITLE_LINE = "    title: Mapped[str] = mapped_column(sa.String(500))\n"
@@ -52,6 +52,7 @@ def test_creates_one_revision_for_a_model_change(repo, head_db):
     text = (repo / "migrations/versions" / name).read_text()
     assert "op.add_column('tasks', sa.Column('notes'" in text
     assert "op.drop_column('tasks', 'notes')" in text
+    assert "1 revision(s) linted, 0 finding(s)" in proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("args", [[], [""], ["   "]])
@@ -92,10 +93,7 @@ def test_refuses_when_the_history_has_two_heads(repo, head_db):
     # Arrange: two revisions on the same parent, as when two branches each added one.
     parent = execute_sql(head_db, "SELECT version_num FROM alembic_version")[0][0]
     for rev in ("aaaa00000001", "bbbb00000002"):
-        (repo / f"migrations/versions/20261120_1200_{rev}_branch.py").write_text(
-            f'"""branch {rev}"""\nrevision = "{rev}"\ndown_revision = "{parent}"\n'
-            "branch_labels = None\ndepends_on = None\n\n\n"
-            "def upgrade():\n    pass\n\n\ndef downgrade():\n    pass\n")
+        write_revision(repo, rev, parent, f"branch {rev}")
     add_notes_column(repo)
     before = versions(repo)
 

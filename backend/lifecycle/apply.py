@@ -1,0 +1,224 @@
+"""How ``migrations/env.py`` runs revisions against a live database.
+
+Every command that changes the schema (``flask db upgrade``/``downgrade``/``stamp``, and the
+entrypoint, which runs ``upgrade``) comes through :func:`run_locked`:
+
+1. take the advisory lock (one migrator at a time, bounded wait);
+2. set ``lock_timeout`` and ``statement_timeout`` for the session, so they also hold
+   inside an ``autocommit_block`` (a migration may ``SET LOCAL`` its own);
+3. refuse what is unsafe before touching anything: an unknown database revision,
+   several heads, an applied revision whose file was edited;
+4. run each revision in its own transaction, recording its file's checksum in the same
+   transaction, and retry a revision that could not get its table lock in time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from alembic.runtime.migration import MigrationContext, RevisionStep
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
+
+from backend.config import Config
+from backend.lifecycle import LifecycleError, checksums
+from backend.lifecycle.database import describe_error
+from backend.lifecycle.lock import migration_lock
+from backend.lifecycle.revisions import (
+    edited_reason,
+    find_revision,
+    heads_reason,
+    read_state,
+    unknown_reason,
+)
+
+log = logging.getLogger("backend.migrations")
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+def _label(revisions) -> str:
+    return ", ".join(sorted(revisions)) if revisions else "base"
+
+
+class RevisionRecorder:
+    """Alembic's ``on_version_apply`` hook: a log line with the duration of each revision,
+    and its checksum recorded (or forgotten, on downgrade) inside its own transaction."""
+
+    def __init__(self) -> None:
+        self.last = time.perf_counter()
+        self.applied: list[str] = []
+        self.heads: set[str] | None = None
+
+    def restart(self) -> None:
+        self.last = time.perf_counter()
+
+    def __call__(self, *, ctx, step, heads, run_args) -> None:
+        now = time.perf_counter()
+        elapsed, self.last = now - self.last, now
+        self.heads = set(heads)
+        if step.is_stamp:
+            return
+        script = step.up_revision
+        ident = step.up_revision_id
+        if step.is_upgrade:
+            checksums.record(ctx.connection, ident, script.path)
+        else:
+            checksums.forget(ctx.connection, ident)
+        self.applied.append(ident)
+        message = script.doc if script is not None else ""
+        verb = "applied" if step.is_upgrade else "rolled back"
+        log.info("%s %s (%s) in %.3fs", verb, ident, message, elapsed,
+                 extra={"fields": {"event": "revision", "revision": ident, "message": message,
+                                   "direction": "up" if step.is_upgrade else "down",
+                                   "seconds": round(elapsed, 3)}})
+
+
+def planned_steps(ctx: MigrationContext) -> list:
+    """The steps Alembic is about to run, computed the way ``run_migrations`` does.
+
+    Alembic offers no public preview; ``_migrations_fn`` is the pure function the command
+    handed to the context (pinned Alembic version, covered by tests).
+    """
+    return list(ctx._migrations_fn(ctx.get_current_heads(), ctx))
+
+
+def set_session_timeouts(connection: Connection, settings: Config) -> None:
+    """Session-level, not SET LOCAL: they must survive each revision's COMMIT and any
+    ``autocommit_block``. A revision can still tighten or relax them with SET LOCAL."""
+    connection.execute(text("SELECT set_config('lock_timeout', :v, false)"),
+                       {"v": settings.lock_timeout})
+    connection.execute(text("SELECT set_config('statement_timeout', :v, false)"),
+                       {"v": settings.statement_timeout})
+    if connection.dialect.server_version_info >= (14,):
+        # A migrator killed mid-statement (SIGKILL, a lost container) is noticed within a
+        # second, its transaction rolled back and its locks freed, instead of holding
+        # them until the statement ends on its own.
+        connection.execute(text("SET client_connection_check_interval = '1s'"))
+    connection.commit()
+
+
+def preflight(connection: Connection, ctx: MigrationContext, scripts: ScriptDirectory,
+              settings: Config) -> list:
+    """Refuse before any change; return the planned steps."""
+    current, recorded = read_state(connection)
+    connection.commit()
+    unknown = [rev for rev in current if find_revision(scripts, rev) is None]
+    if unknown:
+        raise LifecycleError(unknown_reason(unknown))
+    heads = sorted(scripts.get_heads())
+    try:
+        steps = planned_steps(ctx)
+    except CommandError as exc:
+        if len(heads) > 1:
+            raise LifecycleError(heads_reason(heads)) from None
+        raise LifecycleError(str(exc)) from None
+    if len(heads) > 1 and any(step.is_upgrade for step in steps):
+        raise LifecycleError(heads_reason(heads))
+
+    on_disk = checksums.script_checksums(scripts)
+    edited = checksums.edited_revisions(scripts, current, recorded, on_disk)
+    if edited:
+        if not settings.allow_edited:
+            raise LifecycleError(edited_reason(scripts, edited))
+        log.warning("MIGRATION_ALLOW_EDITED=1: going on although %s",
+                    edited_reason(scripts, edited))
+
+    checksums.ensure_table(connection)
+    unrecorded = [rev for rev in checksums.applied_chain(scripts, current) if rev not in recorded]
+    for rev in unrecorded:  # applied before checksums were kept: take them as they are now
+        checksums.record(connection, rev, scripts.get_revision(rev).path)
+    connection.commit()
+    if unrecorded:
+        log.info("recorded checksums of %d revision(s) applied earlier", len(unrecorded))
+    return steps
+
+
+def _is_lock_timeout(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "pgcode", None) == LOCK_NOT_AVAILABLE
+
+
+def run_with_retries(connection: Connection, ctx: MigrationContext, steps: list,
+                     run: Callable[[], None], recorder: RevisionRecorder,
+                     settings: Config) -> None:
+    """Run the steps; retry a revision that hit ``lock_timeout``, with growing pauses."""
+    for attempt in range(1, settings.migration_retries + 1):
+        if attempt > 1:
+            steps = planned_steps(ctx)  # what is left after the revisions that went in
+        done_before = len(recorder.applied)
+        recorder.restart()
+        try:
+            run()
+            return
+        except Exception as exc:
+            index = len(recorder.applied) - done_before
+            failed = steps[index].revision if index < len(steps) else None
+            label = f"{failed.revision} ({failed.doc})" if failed else "?"
+            lock_timeout = _is_lock_timeout(exc)
+            if not lock_timeout or attempt == settings.migration_retries:
+                reason = describe_error(exc)
+                if lock_timeout:
+                    reason = (f"could not lock a table within lock_timeout "
+                              f"({settings.lock_timeout}) in {attempt} tries: {reason}")
+                where = _label(recorder.heads) if recorder.heads is not None \
+                    else _label(_current(connection))
+                raise LifecycleError(f"migration {label} failed: {reason}; "
+                                     f"the database stays at {where}") from exc
+            delay = settings.migration_retry_delay * 2 ** (attempt - 1)
+            log.warning("migration %s could not lock a table within lock_timeout (%s), "
+                        "try %d of %d; retrying in %.1fs", label, settings.lock_timeout,
+                        attempt, settings.migration_retries, delay,
+                        extra={"fields": {"event": "retry", "revision": failed and
+                                          failed.revision, "attempt": attempt}})
+            time.sleep(delay)
+
+
+def _current(connection: Connection) -> list[str]:
+    try:
+        connection.rollback()
+        return read_state(connection)[0]
+    except Exception:  # the connection itself may be gone
+        return ["unknown (connection lost)"]
+
+
+def backup_first(connection: Connection, ctx: MigrationContext, steps: list) -> None:
+    """With BACKUP_BEFORE_MIGRATE=1, dump the database before the first revision runs.
+
+    Inside the lock, so of many replicas only the one that migrates takes it; a failed
+    dump raises, and nothing is migrated without the backup that was asked for.
+    """
+    if not any(isinstance(step, RevisionStep) for step in steps):
+        return
+    from backend.config import ConfigError
+    from backend.lifecycle.backup import backup_before_migrate
+
+    try:
+        backup_before_migrate(connection.engine.url, list(ctx.get_current_heads()),
+                              list(steps[-1].to_revisions))
+    except ConfigError as exc:
+        raise LifecycleError(str(exc)) from None
+
+
+def run_locked(connection: Connection, ctx: MigrationContext, scripts: ScriptDirectory,
+               settings: Config, run: Callable[[], None], recorder: RevisionRecorder) -> None:
+    """Everything a schema-changing command does, under the lock."""
+    started = time.perf_counter()
+    with migration_lock(connection, settings.migration_lock_wait):
+        set_session_timeouts(connection, settings)
+        steps = preflight(connection, ctx, scripts, settings)
+        before = _label(ctx.get_current_heads())
+        if not steps:
+            log.info("nothing to apply: the database is at %s", before)
+            return
+        log.info("running %d revision(s) from %s", len(steps), before)
+        backup_first(connection, ctx, steps)
+        run_with_retries(connection, ctx, steps, run, recorder, settings)
+    elapsed = time.perf_counter() - started
+    after = _label(recorder.heads or ())
+    log.info("database now at %s: %d revision(s) from %s in %.3fs",
+             after, len(recorder.applied), before, elapsed,
+             extra={"fields": {"event": "summary", "from": before, "to": after,
+                               "count": len(recorder.applied), "seconds": round(elapsed, 3)}})

@@ -1,0 +1,73 @@
+"""Detect a revision file edited after it was applied.
+
+Alembic trusts the files: edit an applied revision and the database silently differs from
+what the code says it is. We record a checksum of each file as it is applied, in the same
+transaction as Alembic's version row, and compare at every start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, text
+
+TABLE = "migration_checksums"
+CREATE_TABLE = text(f"""
+    CREATE TABLE IF NOT EXISTS {TABLE} (
+        revision varchar(64) PRIMARY KEY,
+        checksum char(64) NOT NULL,
+        filename text NOT NULL,
+        recorded_at timestamptz NOT NULL DEFAULT now()
+    )
+""")
+_UPSERT = text(f"""
+    INSERT INTO {TABLE} (revision, checksum, filename) VALUES (:revision, :checksum, :filename)
+    ON CONFLICT (revision) DO UPDATE
+    SET checksum = EXCLUDED.checksum, filename = EXCLUDED.filename, recorded_at = now()
+""")
+
+
+def file_checksum(path: str | Path) -> str:
+    """sha256 of the file with line endings normalised, so a checkout on Windows still matches."""
+    return hashlib.sha256(Path(path).read_bytes().replace(b"\r\n", b"\n")).hexdigest()
+
+
+def script_checksums(scripts: ScriptDirectory) -> dict[str, str]:
+    return {rev.revision: file_checksum(rev.path) for rev in scripts.walk_revisions()}
+
+
+def recorded_checksums(connection: Connection) -> dict[str, str]:
+    if connection.scalar(text(f"SELECT to_regclass('{TABLE}')")) is None:
+        return {}
+    rows = connection.execute(text(f"SELECT revision, checksum FROM {TABLE}"))
+    return {revision: checksum.strip() for revision, checksum in rows}
+
+
+def ensure_table(connection: Connection) -> None:
+    connection.execute(CREATE_TABLE)
+
+
+def record(connection: Connection, revision: str, path: str | Path) -> None:
+    connection.execute(_UPSERT, {"revision": revision, "checksum": file_checksum(path),
+                                 "filename": Path(path).name})
+
+
+def forget(connection: Connection, revision: str) -> None:
+    connection.execute(text(f"DELETE FROM {TABLE} WHERE revision = :revision"),
+                       {"revision": revision})
+
+
+def applied_chain(scripts: ScriptDirectory, current: list[str]) -> list[str]:
+    """Every revision the database has applied: the current ones and all their ancestors."""
+    if not current:
+        return []
+    return [rev.revision for rev in scripts.iterate_revisions(tuple(current), "base")]
+
+
+def edited_revisions(scripts: ScriptDirectory, current: list[str],
+                     recorded: dict[str, str], on_disk: dict[str, str]) -> list[str]:
+    """Applied revisions whose file no longer matches the checksum recorded when applied."""
+    return [rev for rev in applied_chain(scripts, current)
+            if rev in recorded and rev in on_disk and recorded[rev] != on_disk[rev]]
