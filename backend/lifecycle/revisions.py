@@ -117,10 +117,14 @@ def schema_status(connection: Connection, scripts: ScriptDirectory,
 
 
 def pending_revisions(scripts: ScriptDirectory, current: list[str]) -> list[str]:
-    """Revisions between the current ones and head, in the order they would be applied."""
-    lower = tuple(current) or "base"
-    revisions = scripts.iterate_revisions("heads", lower)
-    return [rev.revision for rev in reversed(list(revisions))]
+    """Every revision not yet applied, in the order they would be applied.
+
+    Not ``iterate_revisions("heads", current)``: after a merge that lists only what lies
+    above the current revision, and misses the other branch the merge brings in.
+    """
+    applied = set(checksums.applied_chain(scripts, current))
+    return [rev.revision for rev in reversed(list(scripts.walk_revisions()))
+            if rev.revision not in applied]
 
 
 def find_revision(scripts: ScriptDirectory, revision: str):

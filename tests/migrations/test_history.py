@@ -141,3 +141,13 @@ def test_due_date_index_is_built_concurrently_and_dropped(migrator, empty_db):
 
     assert execute_sql(empty_db, index) == []
     assert "due_date" in columns(empty_db, "tasks")
+
+
+def test_the_shipped_history_has_a_single_head():
+    from alembic.script import ScriptDirectory
+
+    from tests.support import ROOT
+
+    heads = ScriptDirectory(str(ROOT / "migrations")).get_heads()
+
+    assert len(heads) == 1, f"several heads {heads}: merge them (scripts/resolve_conflict.sh)"

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Get back to one migration head when two branches each added a revision on the same
+# parent (the entrypoint, /readyz and create_migration.sh all refuse two heads):
+#   scripts/resolve_conflict.sh                    # show the heads and both ways out
+#   scripts/resolve_conflict.sh merge [-m MESSAGE] # flask db merge heads, then flask db upgrade
+#   scripts/resolve_conflict.sh rebase [--keep REV]
+#       roll the newer head back (if the database has it), re-parent its file onto the
+#       other head, then flask db upgrade; --keep REV keeps REV and moves the other one
+# Works on DATABASE_URL, or the embedded development database when it is unset. A
+# database that is not on this machine is refused unless --force is given.
+set -euo pipefail
+# shellcheck source=scripts/_common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
+
+for arg in "$@"; do
+    case "$arg" in
+        merge|rebase)
+            echo "resolve_conflict: $arg: reading the heads in migrations/versions/" >&2
+            break ;;
+    esac
+done
+exec python -m backend.lifecycle.conflicts "$@"

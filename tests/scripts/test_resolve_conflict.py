@@ -1,0 +1,338 @@
+"""scripts/resolve_conflict.sh: two heads become one, by merge or by rebase, rows intact."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from alembic.script import ScriptDirectory
+
+from backend.config import parse_database_url
+from backend.lifecycle import LifecycleError
+from backend.lifecycle.conflicts import is_local_host, non_local_hosts, reparent_source
+from tests.conftest import child_env, execute_sql, run_flask
+from tests.support import copy_repository
+
+OTHER = "aaaa00000001"   # the older head: arrived from the other branch, not applied
+LOCAL = "bbbb00000002"   # the newer head: written and applied here
+REVISION = '''"""{message}
+
+Revision ID: {rev}
+Revises: {parent}
+Create Date: {date}
+
+"""
+from alembic import op
+import sqlalchemy as sa
+
+
+# revision identifiers, used by Alembic.
+revision = '{rev}'
+down_revision = '{parent}'
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.add_column("{table}", sa.Column("{column}", sa.Text(), nullable=True))
+
+
+def downgrade():
+    {downgrade}
+'''
+SEED = """
+INSERT INTO users (email, name) VALUES ('ada@example.com', 'Ada'), ('bob@example.com', 'Bob');
+INSERT INTO projects (owner_id, name, slug)
+    SELECT id, name || '''s project', lower(name) FROM users;
+INSERT INTO tasks (project_id, title, status)
+    SELECT id, 'first task of ' || name, 'doing' FROM projects;
+"""
+ROWS = {
+    "users": "SELECT id, email, name FROM users ORDER BY id",
+    "projects": "SELECT id, owner_id, name, slug FROM projects ORDER BY id",
+    "tasks": "SELECT id, project_id, title, status FROM tasks ORDER BY id",
+}
+
+
+def resolve(repo: Path, url, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(repo / "scripts/resolve_conflict.sh"), *args], cwd=repo,
+                          env=child_env(url), capture_output=True, text=True, timeout=120)
+
+
+def add_revision(repo: Path, rev: str, parent: str, stamp: str, message: str,
+                 table: str, column: str, downgrade: str | None = None) -> Path:
+    day, hhmm = stamp.split("_")
+    date = f"{day[:4]}-{day[4:6]}-{day[6:]} {hhmm[:2]}:{hhmm[2:]}:00.000000+00:00"
+    path = repo / f"migrations/versions/{stamp}_{rev}_{message.replace(' ', '_')}.py"
+    downgrade = downgrade or f'op.drop_column("{table}", "{column}")'
+    path.write_text(REVISION.format(message=message, rev=rev, parent=parent, date=date,
+                                    table=table, column=column, downgrade=downgrade))
+    return path
+
+
+def snapshot(url) -> dict[str, list[tuple]]:
+    return {table: execute_sql(url, query) for table, query in ROWS.items()}
+
+
+def columns(url, table: str) -> set[str]:
+    rows = execute_sql(url, "SELECT column_name FROM information_schema.columns "
+                            "WHERE table_schema = 'public' AND table_name = %s", (table,))
+    return {name for (name,) in rows}
+
+
+def db_revisions(url) -> list[str]:
+    return sorted(rev for (rev,) in execute_sql(url, "SELECT version_num FROM alembic_version"))
+
+
+def heads(repo: Path) -> list[str]:
+    return ScriptDirectory(str(repo / "migrations")).get_heads()
+
+
+def files(repo: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in (repo / "migrations/versions").glob("*.py")}
+
+
+def down_revision(path: Path) -> str:
+    return re.search(r"^down_revision = '(\w+)'$", path.read_text(), re.M)[1]
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    return copy_repository(tmp_path / "repo")
+
+
+@pytest.fixture
+def conflict(repo, head_db):
+    """Two heads on the shipped head, the newer one applied, rows written before it.
+
+    As it happens: the local revision is written and applied, then a pull brings a
+    revision another branch added on the same parent (older, since it was written first).
+    """
+    parent = db_revisions(head_db)[0]
+    execute_sql(head_db, SEED)
+    rows = snapshot(head_db)
+    add_revision(repo, LOCAL, parent, "20261121_0900", "add b to projects", "projects", "b")
+    run_flask(["db", "upgrade"], head_db, cwd=repo)
+    add_revision(repo, OTHER, parent, "20261120_0900", "add a to tasks", "tasks", "a")
+    assert sorted(heads(repo)) == [OTHER, LOCAL] and db_revisions(head_db) == [LOCAL]
+    return {"parent": parent, "rows": rows}
+
+
+def test_merge_writes_a_merge_revision_and_upgrades(repo, head_db, conflict):
+    # Act
+    proc = resolve(repo, head_db, "merge", "-m", "merge a and b")
+
+    # Assert
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [head] = heads(repo)
+    merge = ScriptDirectory(str(repo / "migrations")).get_revision(head)
+    assert set(merge.down_revision) == {OTHER, LOCAL}
+    assert merge.doc == "merge a and b"
+    assert db_revisions(head_db) == [head]
+    assert "a" in columns(head_db, "tasks") and "b" in columns(head_db, "projects")
+    assert snapshot(head_db) == conflict["rows"]
+    assert "flask db merge heads" in proc.stdout and "flask db upgrade" in proc.stdout
+
+
+def test_rebase_moves_the_newer_head_onto_the_other(repo, head_db, conflict):
+    # Arrange
+    local_file = next((repo / "migrations/versions").glob(f"*_{LOCAL}_*.py"))
+    body = local_file.read_text().split("def upgrade", 1)[1]
+
+    # Act
+    proc = resolve(repo, head_db, "rebase")
+
+    # Assert
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert heads(repo) == [LOCAL]
+    [rebased] = (repo / "migrations/versions").glob(f"*_{LOCAL}_*.py")
+    assert down_revision(rebased) == OTHER
+    assert f"Revises: {OTHER}" in rebased.read_text()
+    assert rebased.read_text().split("def upgrade", 1)[1] == body
+    assert db_revisions(head_db) == [LOCAL]
+    assert "a" in columns(head_db, "tasks") and "b" in columns(head_db, "projects")
+    assert snapshot(head_db) == conflict["rows"]
+    assert f"flask db downgrade {conflict['parent']}" in proc.stdout
+
+
+def test_rebase_keep_moves_the_older_head_and_renames_it_after_its_new_parent(
+        repo, head_db, conflict):
+    # Arrange
+    [original] = (repo / "migrations/versions").glob(f"*_{OTHER}_*.py")
+    before = original.read_text()
+
+    # Act: keep the applied revision; the unapplied one moves, so nothing is rolled back.
+    proc = resolve(repo, head_db, "rebase", "--keep", LOCAL[:6])
+
+    # Assert
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert heads(repo) == [OTHER]
+    [moved] = (repo / "migrations/versions").glob(f"*_{OTHER}_*.py")
+    [kept] = (repo / "migrations/versions").glob(f"*_{LOCAL}_*.py")
+    assert down_revision(moved) == LOCAL
+    assert moved.name > kept.name, "files must still sort in history order"
+    assert not original.exists()
+    header = ("Revises:", "down_revision", "Create Date:")
+    assert ([ln for ln in moved.read_text().splitlines() if not ln.startswith(header)]
+            == [ln for ln in before.splitlines() if not ln.startswith(header)])
+    assert f"Revises: {LOCAL}" in moved.read_text()
+    assert "Create Date: 2026-11-20" not in moved.read_text()
+    assert "nothing to roll back" in proc.stdout
+    assert db_revisions(head_db) == [OTHER]
+    assert "a" in columns(head_db, "tasks") and "b" in columns(head_db, "projects")
+    assert snapshot(head_db) == conflict["rows"]
+
+
+def test_rebase_rolls_back_only_the_moved_branch_when_the_database_has_both(
+        repo, head_db, conflict):
+    # Arrange: the database has both heads (upgrades refuse two heads, so by hand, as
+    # an older tool would have left it); a value sits in the kept branch's column.
+    execute_sql(head_db, f"ALTER TABLE tasks ADD COLUMN a text; UPDATE tasks SET a = 'kept value'; "
+                         f"INSERT INTO alembic_version VALUES ('{OTHER}')")
+
+    # Act
+    proc = resolve(repo, head_db, "rebase")
+
+    # Assert
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert heads(repo) == [LOCAL] and db_revisions(head_db) == [LOCAL]
+    assert {a for (a,) in execute_sql(head_db, "SELECT a FROM tasks")} == {"kept value"}
+    assert snapshot(head_db) == conflict["rows"]
+
+
+def test_rebase_changes_no_file_when_the_rollback_fails(repo, head_db):
+    # Arrange: the local revision's downgrade() cannot run.
+    parent = db_revisions(head_db)[0]
+    add_revision(repo, LOCAL, parent, "20261121_0900", "add b to projects", "projects", "b",
+                 downgrade='op.execute("SELECT * FROM no_such_table")')
+    run_flask(["db", "upgrade"], head_db, cwd=repo)
+    add_revision(repo, OTHER, parent, "20261120_0900", "add a to tasks", "tasks", "a")
+    before = files(repo)
+
+    # Act
+    proc = resolve(repo, head_db, "rebase")
+
+    # Assert
+    assert proc.returncode == 1
+    [line] = [ln for ln in proc.stderr.splitlines() if ln.startswith("resolve_conflict: failed")]
+    assert f"rolling back {LOCAL}" in line and "no_such_table" in line
+    assert f"at {LOCAL}" in line and "no file was changed" in line
+    assert files(repo) == before and db_revisions(head_db) == [LOCAL]
+
+
+@pytest.mark.parametrize("action", ["merge", "rebase"])
+def test_refuses_a_database_on_another_host_before_connecting(repo, conflict, action):
+    # Arrange
+    url = parse_database_url("postgresql://app:S3cret@db.example.com:5432/app")
+    before = files(repo)
+
+    # Act
+    started = time.monotonic()
+    proc = resolve(repo, url, action)
+
+    # Assert
+    assert proc.returncode != 0
+    assert "db.example.com, not a local development database" in proc.stderr
+    assert "--force" in proc.stderr
+    assert "cannot reach" not in proc.stderr, "it must refuse before any connection"
+    assert "S3cret" not in proc.stdout + proc.stderr
+    assert time.monotonic() - started < 30
+    assert files(repo) == before
+
+
+@pytest.mark.parametrize("args", [["--force", "merge"], ["rebase", "--force"]])
+def test_force_goes_past_the_local_check(repo, conflict, args):
+    # .invalid never resolves: the run gets as far as connecting, and stops there.
+    url = parse_database_url("postgresql://app:S3cret@db.example.invalid:5432/app")
+    before = files(repo)
+
+    proc = resolve(repo, url, *args)
+
+    assert proc.returncode != 0
+    assert "not a local development database" not in proc.stderr
+    assert "--force: working on db.example.invalid" in proc.stderr
+    assert "cannot reach the database" in proc.stderr
+    assert files(repo) == before
+
+
+@pytest.mark.parametrize("action", ["merge", "rebase"])
+def test_refuses_when_there_is_one_head(repo, head_db, action):
+    before = files(repo)
+
+    proc = resolve(repo, head_db, action)
+
+    assert proc.returncode != 0
+    assert "nothing to resolve" in proc.stderr
+    assert files(repo) == before
+
+
+def test_without_arguments_shows_the_heads_and_both_ways(repo, head_db, conflict):
+    proc = resolve(repo, head_db)
+
+    assert proc.returncode != 0
+    assert OTHER in proc.stderr and LOCAL in proc.stderr
+    assert "resolve_conflict.sh merge" in proc.stderr
+    assert "resolve_conflict.sh rebase" in proc.stderr
+    assert db_revisions(head_db) == [LOCAL]
+
+
+def test_rebase_refuses_a_keep_that_is_not_a_head(repo, head_db, conflict):
+    before = files(repo)
+
+    proc = resolve(repo, head_db, "rebase", "--keep", conflict["parent"])
+
+    assert proc.returncode != 0
+    assert "not one of the heads" in proc.stderr
+    assert files(repo) == before and db_revisions(head_db) == [LOCAL]
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "::1", "[::1]", "/run/postgresql",
+                                  "", "127.0.1.1"])
+def test_local_hosts(host):
+    assert is_local_host(host)
+
+
+@pytest.mark.parametrize("host", ["db.example.com", "10.0.0.5", "2001:db8::1", "localhost.evil"])
+def test_remote_hosts(host):
+    assert not is_local_host(host)
+
+
+@pytest.mark.parametrize(("url", "remote"), [
+    ("postgresql://u@localhost/app", []),
+    ("postgresql://u@/app?host=/var/run/postgresql", []),
+    ("postgresql://u@/app", []),
+    ("postgresql://u@localhost/app?host=db.example.com", ["db.example.com"]),
+    ("postgresql://u@localhost/app?hostaddr=10.1.2.3", ["10.1.2.3"]),
+    ("postgresql://u@db.example.com:5433/app", ["db.example.com"]),
+])
+def test_non_local_hosts_reads_every_place_libpq_does(url, remote):
+    assert non_local_hosts(parse_database_url(url), environ={}) == remote
+
+
+def test_a_socketless_url_follows_pghost():
+    url = parse_database_url("postgresql://u@/app")
+    assert non_local_hosts(url, environ={"PGHOST": "db.example.com"}) == ["db.example.com"]
+
+
+@pytest.mark.parametrize("annotated", [False, True])
+def test_reparent_source_changes_only_the_parent(annotated):
+    source = REVISION.format(message="m", rev="cccc", parent="aaaa", date="d",
+                             table="t", column="c", downgrade="pass")
+    if annotated:  # the form newer Alembic templates write
+        source = source.replace("down_revision =", "down_revision: str | None =")
+
+    text = reparent_source(source, "aaaa", "bbbb")
+
+    assert "'bbbb'" in text and "Revises: bbbb" in text
+    assert text.replace("bbbb", "aaaa") == source
+
+
+def test_reparent_source_refuses_a_parent_it_cannot_find():
+    source = REVISION.format(message="m", rev="cccc", parent="aaaa", date="d",
+                             table="t", column="c", downgrade="pass")
+
+    with pytest.raises(LifecycleError, match="exactly once"):
+        reparent_source(source, "ffff", "bbbb")
