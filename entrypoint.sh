@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Container (and `make run`) entrypoint: wait for PostgreSQL, apply pending migrations,
-# then hand the process over to gunicorn. Any refusal exits non-zero before gunicorn starts.
+# Container (and `make run`) entrypoint: wait for PostgreSQL, apply pending migrations
+# (what `flask db upgrade` does, same env.py), then serve. gunicorn is exec'd and keeps
+# PID 1; its master does the waiting and migrating (gunicorn.conf.py, on_starting) before
+# it opens the port, so the app is imported once. Any refusal exits non-zero and the port
+# never opens.
 set -euo pipefail
 
 cd "$(dirname "$0")"
@@ -25,8 +28,5 @@ if [ -z "${DATABASE_URL:-}" ]; then
     exit 2
 fi
 
-say info "waiting for the database (up to ${DB_WAIT_TIMEOUT:-60}s), then applying pending migrations"
-python -m backend.lifecycle.prestart
-
-say info "starting gunicorn on port ${PORT:-8000}"
+say info "waiting for the database (up to ${DB_WAIT_TIMEOUT:-60}s), applying pending migrations, then serving on port ${PORT:-8000}"
 exec gunicorn --config gunicorn.conf.py wsgi:app

@@ -1,6 +1,16 @@
 """gunicorn settings, read from the environment the entrypoint passes on."""
 
 import os
+import sys
+
+from backend.config import Config, ConfigError
+
+# A malformed setting is one line and exit 2, before anything loads.
+try:
+    Config.from_env()
+except ConfigError as exc:
+    print(f"refusing to start: {exc}", file=sys.stderr)
+    raise SystemExit(2) from None
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -14,6 +24,19 @@ graceful_timeout = 20
 accesslog = os.environ.get("ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+
+
+def on_starting(server) -> None:
+    """Migrate in the master, after the app is loaded and before the port opens.
+
+    MIGRATE_ON_START=0 serves without migrating (``/readyz`` then says what is pending).
+    """
+    if os.environ.get("MIGRATE_ON_START", "1") != "0":
+        from backend.lifecycle.prestart import migrate_before_serving
+
+        migrate_before_serving(server.app.wsgi())
+
+
 # No control socket: nothing here uses gunicornc, and the home directory may be read-only.
 control_socket_disable = True
 

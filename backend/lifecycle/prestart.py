@@ -1,44 +1,35 @@
-"""What the entrypoint runs before gunicorn: wait for the database, then migrate.
+"""Before the service listens: wait for the database, then apply pending migrations.
 
-One process does both, so the interpreter and the app are loaded once. Any reason to
-refuse ends here with one log line and a non-zero exit; gunicorn then never starts.
+gunicorn runs this in its master process (``on_starting`` in ``gunicorn.conf.py``), after
+the app is loaded and before the port is opened, so one interpreter starts instead of two
+and a replica only ever listens with its schema at head. Any reason to refuse ends here
+with one log line and a non-zero exit: the port never opens.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import sys
 
-from backend.config import Config, ConfigError
+from flask import Flask
+
+from backend.config import ConfigError
 from backend.lifecycle import LifecycleError
-from backend.logs import configure_logging
 
 log = logging.getLogger("backend.lifecycle")
 
 
-def main() -> int:
-    configure_logging("json" if os.environ.get("LOG_FORMAT", "").lower() == "json" else "text")
+def migrate_before_serving(app: Flask) -> None:
+    """Wait for the database, then upgrade to head; exit the process on any refusal."""
+    from backend.lifecycle.backup import backup_settings
+    from backend.lifecycle.database import wait_for_database
+    from backend.lifecycle.upgrade import upgrade_to_head
+
+    config = app.config["SERVICE_CONFIG"]
     try:
-        config = Config.from_env()
-        from backend.lifecycle.backup import backup_settings
-
         backup_settings()  # a bad BACKUP_* value fails now, not just before a migration
-        from backend.lifecycle.database import wait_for_database
-
         wait_for_database(config.database_url, config.db_wait_timeout)
-
-        from backend import create_app
-        from backend.lifecycle.upgrade import upgrade_to_head
-
-        app = create_app(config)
         with app.app_context():
             upgrade_to_head(app)
     except (ConfigError, LifecycleError) as exc:
         log.error("refusing to start: %s", exc)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        raise SystemExit(1) from None

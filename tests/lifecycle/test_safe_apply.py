@@ -195,7 +195,8 @@ def readyz(repo: Path, url, **env: str) -> tuple[int, dict]:
     """/readyz from a server of that repository (started without migrating)."""
     port = free_port()
     proc = subprocess.Popen(["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=repo,
-                            env=child_env(url, PORT=str(port), WEB_CONCURRENCY="1", **env),
+                            env=child_env(url, PORT=str(port), WEB_CONCURRENCY="1",
+                                          MIGRATE_ON_START="0", **env),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
