@@ -144,14 +144,17 @@ def revisions(repo: Path = ROOT) -> list[str]:
     return [rev.revision for rev in reversed(list(scripts.walk_revisions()))]
 
 
-def write_revision(repo: Path, rev: str, parent: str | None, message: str,
+def write_revision(repo: Path, rev: str, parent: str | tuple[str, ...] | None, message: str,
                    upgrade: str = "pass", downgrade: str = "pass",
                    stamp: str = "20261120_1000", imports: str = "") -> Path:
     """Add a revision file to a repository copy, as a developer would write one."""
     indent = "\n    "
+    day, hhmm = stamp.split("_")
+    created = f"{day[:4]}-{day[4:6]}-{day[6:]} {hhmm[:2]}:{hhmm[2:]}:00.000000+00:00"
+    parents = ", ".join(parent) if isinstance(parent, tuple) else parent or ""
     path = repo / "migrations/versions" / f"{stamp}_{rev}_{message.replace(' ', '_')}.py"
     path.write_text(
-        f'"""{message}\n\nRevision ID: {rev}\nRevises: {parent or ""}\n"""\n'
+        f'"""{message}\n\nRevision ID: {rev}\nRevises: {parents}\nCreate Date: {created}\n"""\n'
         f"{imports}from alembic import op\nimport sqlalchemy as sa\n\n"
         f"revision = {rev!r}\ndown_revision = {parent!r}\n"
         "branch_labels = None\ndepends_on = None\n\n\n"

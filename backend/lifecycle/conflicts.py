@@ -38,6 +38,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.script import Script, ScriptDirectory
+from alembic.util import to_tuple
 from flask import Flask
 from sqlalchemy.engine import URL
 
@@ -115,12 +116,6 @@ def check_local(url: URL, force: bool) -> None:
 
 _CREATE_DATE = re.compile(r"^Create Date:[ \t]*(?P<date>.+?)[ \t]*$", re.M)
 _FILE_STAMP = re.compile(r"^\d{8}_\d{4}_")
-
-
-def _as_tuple(value: str | Iterable[str] | None) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    return (value,) if isinstance(value, str) else tuple(value)
 
 
 def created(script: Script) -> tuple[datetime, str]:
@@ -223,13 +218,14 @@ def plan_rebase(scripts: ScriptDirectory, keep: str | None) -> RebasePlan:
     branch = [s for s in reversed(list(scripts.walk_revisions("base", moved.revision)))
               if s.revision in own]
     allowed = {ancestor} | own
-    roots = [s for s in branch if ancestor in _as_tuple(s.down_revision)]
-    if (len(roots) != 1 or any(len(_as_tuple(s.down_revision)) != 1 for s in branch)
-            or any(not set(_as_tuple(s.down_revision)) <= allowed for s in branch)):
+    roots = [s for s in branch if ancestor in to_tuple(s.down_revision, default=())]
+    parents = [to_tuple(s.down_revision, default=()) for s in branch]
+    if (len(roots) != 1 or any(len(p) != 1 for p in parents)
+            or any(not set(p) <= allowed for p in parents)):
         raise LifecycleError(f"the branch of {moved.revision} is not a line of revisions on "
                              f"{ancestor}: use `{SCRIPT} merge` instead")
     waiting = [s.revision for s in scripts.walk_revisions("base", kept.revision)
-               if own & set(_as_tuple(s.dependencies))]
+               if own & set(to_tuple(s.dependencies, default=()))]
     if waiting:
         raise LifecycleError(f"{', '.join(waiting)} depends on the branch of {moved.revision}, "
                              f"which cannot then move after it: use `{SCRIPT} merge` instead")
@@ -344,7 +340,8 @@ def run_merge(app: Flask, message: str) -> Path:
     if script is None:
         raise ResolveFailed("alembic wrote no merge revision")
     path = Path(script.path)
-    _say(f"wrote {_relative(path)}: merges {', '.join(_as_tuple(script.down_revision))}")
+    parents = ", ".join(to_tuple(script.down_revision, default=()))
+    _say(f"wrote {_relative(path)}: merges {parents}")
     _upgrade(app, f"the merge revision {_relative(path)} stays")
     return path
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alembic.script import ScriptDirectory
+from alembic.util import to_tuple
 
 USAGE = "usage: scripts/migration_graph.sh [--output FILE]"
 PROG = "migration_graph"
@@ -45,13 +46,6 @@ class Node:
     is_head: bool
 
 
-def _as_tuple(value: str | Iterable[str] | None) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    return tuple(value)
-
 
 def history_nodes(scripts: ScriptDirectory) -> list[Node]:
     """Every revision, parents before children, so the chart reads top (base) to bottom.
@@ -65,8 +59,8 @@ def history_nodes(scripts: ScriptDirectory) -> list[Node]:
         nodes.append(Node(
             revision=script.revision,
             message=(script.doc or "").strip(),
-            parents=_as_tuple(script.down_revision),
-            dependencies=_as_tuple(script.dependencies),
+            parents=to_tuple(script.down_revision, default=()),
+            dependencies=to_tuple(script.dependencies, default=()),
             branch_labels=tuple(sorted(script.branch_labels or ())),
             is_head=script.revision in heads,
         ))

@@ -14,35 +14,10 @@ from backend.config import parse_database_url
 from backend.lifecycle import LifecycleError
 from backend.lifecycle.conflicts import is_local_host, non_local_hosts, reparent_source
 from tests.conftest import child_env, execute_sql, run_flask
-from tests.support import copy_repository
+from tests.support import copy_repository, write_revision
 
 OTHER = "aaaa00000001"   # the older head: arrived from the other branch, not applied
 LOCAL = "bbbb00000002"   # the newer head: written and applied here
-REVISION = '''"""{message}
-
-Revision ID: {rev}
-Revises: {parent}
-Create Date: {date}
-
-"""
-from alembic import op
-import sqlalchemy as sa
-
-
-# revision identifiers, used by Alembic.
-revision = '{rev}'
-down_revision = '{parent}'
-branch_labels = None
-depends_on = None
-
-
-def upgrade():
-    op.add_column("{table}", sa.Column("{column}", sa.Text(), nullable=True))
-
-
-def downgrade():
-    {downgrade}
-'''
 SEED = """
 INSERT INTO users (email, name) VALUES ('ada@example.com', 'Ada'), ('bob@example.com', 'Bob');
 INSERT INTO projects (owner_id, name, slug)
@@ -64,13 +39,10 @@ def resolve(repo: Path, url, *args: str) -> subprocess.CompletedProcess:
 
 def add_revision(repo: Path, rev: str, parent: str, stamp: str, message: str,
                  table: str, column: str, downgrade: str | None = None) -> Path:
-    day, hhmm = stamp.split("_")
-    date = f"{day[:4]}-{day[4:6]}-{day[6:]} {hhmm[:2]}:{hhmm[2:]}:00.000000+00:00"
-    path = repo / f"migrations/versions/{stamp}_{rev}_{message.replace(' ', '_')}.py"
-    downgrade = downgrade or f'op.drop_column("{table}", "{column}")'
-    path.write_text(REVISION.format(message=message, rev=rev, parent=parent, date=date,
-                                    table=table, column=column, downgrade=downgrade))
-    return path
+    return write_revision(
+        repo, rev, parent, message, stamp=stamp,
+        upgrade=f'op.add_column("{table}", sa.Column("{column}", sa.Text(), nullable=True))',
+        downgrade=downgrade or f'op.drop_column("{table}", "{column}")')
 
 
 def snapshot(url) -> dict[str, list[tuple]]:
@@ -318,9 +290,9 @@ def test_a_socketless_url_follows_pghost():
 
 
 @pytest.mark.parametrize("annotated", [False, True])
-def test_reparent_source_changes_only_the_parent(annotated):
-    source = REVISION.format(message="m", rev="cccc", parent="aaaa", date="d",
-                             table="t", column="c", downgrade="pass")
+def test_reparent_source_changes_only_the_parent(annotated, tmp_path):
+    (tmp_path / "migrations/versions").mkdir(parents=True)
+    source = write_revision(tmp_path, "cccc", "aaaa", "m").read_text()
     if annotated:  # the form newer Alembic templates write
         source = source.replace("down_revision =", "down_revision: str | None =")
 
@@ -330,9 +302,9 @@ def test_reparent_source_changes_only_the_parent(annotated):
     assert text.replace("bbbb", "aaaa") == source
 
 
-def test_reparent_source_refuses_a_parent_it_cannot_find():
-    source = REVISION.format(message="m", rev="cccc", parent="aaaa", date="d",
-                             table="t", column="c", downgrade="pass")
+def test_reparent_source_refuses_a_parent_it_cannot_find(tmp_path):
+    (tmp_path / "migrations/versions").mkdir(parents=True)
+    source = write_revision(tmp_path, "cccc", "aaaa", "m").read_text()
 
     with pytest.raises(LifecycleError, match="exactly once"):
         reparent_source(source, "ffff", "bbbb")
