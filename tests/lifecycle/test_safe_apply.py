@@ -318,3 +318,60 @@ def test_a_failing_backup_stops_the_upgrade(head_db, tmp_path):
     assert version(head_db) == [parent]
     assert not has_column(head_db, "tasks", "slow")
     assert not backups.exists() or not any(backups.iterdir())
+
+
+def test_a_replica_gives_up_waiting_for_the_lock_and_names_its_holder(head_db, tmp_path):
+    # Arrange: another session holds the migration lock and sits idle.
+    repo = copy_repository(tmp_path / "repo")
+    parent = add_slow_revision(repo)
+    holder = psycopg2.connect(**connect_kwargs(head_db))
+    holder.autocommit = True
+    with holder.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid(), pg_advisory_lock(%s)", (LOCK_KEY,))
+        holder_pid = cur.fetchone()[0]
+
+    # Act
+    try:
+        started = time.monotonic()
+        proc = run_flask(["db", "upgrade"], head_db, cwd=repo, check=False,
+                         MIGRATION_LOCK_WAIT="2")
+        seconds = time.monotonic() - started
+    finally:
+        holder.close()
+
+    # Assert
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"gave up after 2s waiting for the migration lock, held by pid {holder_pid}" in output
+    assert "pg_advisory_lock" in output  # the holder's last query
+    assert "waiting for the migration lock" in output
+    assert seconds < 15
+    assert version(head_db) == [parent]
+
+
+def test_statement_timeout_bounds_a_revision(head_db, tmp_path):
+    repo = copy_repository(tmp_path / "repo")
+    parent = add_slow_revision(repo)
+
+    proc = run_flask(["db", "upgrade"], head_db, cwd=repo, check=False, SLOW_SECONDS="5",
+                     MIGRATION_STATEMENT_TIMEOUT="500ms")
+
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "canceling statement due to statement timeout" in output
+    assert version(head_db) == [parent]
+
+
+def test_a_revision_can_set_its_own_timeout(head_db, tmp_path):
+    # The session default is generous; the revision tightens it for itself with SET LOCAL.
+    repo = copy_repository(tmp_path / "repo")
+    parent = head_revision(repo)
+    write_revision(repo, "5100aaaa0002", parent, "sleep under its own timeout",
+                   upgrade='op.execute("SET LOCAL statement_timeout = \'200ms\'")\n'
+                           'op.execute("SELECT pg_sleep(2)")')
+
+    proc = run_flask(["db", "upgrade"], head_db, cwd=repo, check=False)
+
+    assert proc.returncode != 0
+    assert "canceling statement due to statement timeout" in proc.stdout + proc.stderr
+    assert version(head_db) == [parent]
