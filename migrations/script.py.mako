@@ -20,6 +20,8 @@ Create Date: ${create_date}
 # - Data:        plain SQL through op.execute(), so `flask db upgrade --sql` can render it.
 #                Never read rows into Python here: offline rendering has no database.
 # - Downgrade:   undo exactly what upgrade did, in reverse order.
+# - Row loss:    a revision that deletes rows on purpose says so for scripts/rehearse.sh:
+#                # rehearse: expect-row-loss <table> <reason>
 # - Timeouts:    op.execute("SET LOCAL lock_timeout = '10s'") changes them for this revision.
 # - Lint:        scripts/lint_migrations.sh <rev>; silence one rule for this file with a
 #                comment: # squawk-ignore: <rule> <reason>

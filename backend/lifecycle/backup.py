@@ -204,7 +204,7 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _connection(url: URL) -> tuple[str, dict[str, str], str | None]:
+def libpq_connection(url: URL) -> tuple[str, dict[str, str], str | None]:
     """(conninfo without password, child environment, password) for a libpq client.
 
     The conninfo goes to ``--dbname``; it carries host (a socket directory from ``?host=``
@@ -222,7 +222,7 @@ def _connection(url: URL) -> tuple[str, dict[str, str], str | None]:
     return conninfo, env, password
 
 
-def _reason(stderr: str, password: str | None) -> str:
+def tool_error(stderr: str, password: str | None) -> str:
     """The line of a client tool's stderr that says what went wrong, with no password."""
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
     line = next((ln for ln in lines if "error:" in ln), lines[0] if lines else "no message")
@@ -317,7 +317,7 @@ def take_backup(url: URL | str, backup_dir: Path, from_rev: str | Sequence[str] 
     if keep < 1:
         raise LifecycleError(f"keep must be at least 1, got {keep}")
     pg_dump = find_pg_tool("pg_dump", server_version_num(url))
-    conninfo, env, password = _connection(url)
+    conninfo, env, password = libpq_connection(url)
 
     backup_dir = Path(backup_dir)
     try:
@@ -340,7 +340,7 @@ def take_backup(url: URL | str, backup_dir: Path, from_rev: str | Sequence[str] 
             raise LifecycleError(f"cannot run {pg_dump}: {exc.strerror or exc}") from None
         if proc.returncode != 0:
             raise LifecycleError(f"pg_dump of {mask_url(url)} failed: "
-                                 f"{_reason(proc.stderr, password)}")
+                                 f"{tool_error(proc.stderr, password)}")
         os.fsync(fd)
         os.close(fd)
         fd = -1
@@ -436,7 +436,7 @@ def restore_backup(url: URL | str, dump: Path) -> None:
     if not dump.is_file():
         raise LifecycleError(f"no such backup file: {dump}")
     pg_restore = find_pg_tool("pg_restore", server_version_num(url))
-    conninfo, env, password = _connection(url)
+    conninfo, env, password = libpq_connection(url)
     started = time.perf_counter()
     proc = subprocess.run(
         [pg_restore, "--clean", "--if-exists", "--no-owner", "--single-transaction",
@@ -445,7 +445,7 @@ def restore_backup(url: URL | str, dump: Path) -> None:
     )
     if proc.returncode != 0:
         raise LifecycleError(f"restore of {dump} into {mask_url(url)} failed, nothing changed: "
-                             f"{_reason(proc.stderr, password)}")
+                             f"{tool_error(proc.stderr, password)}")
     elapsed = time.perf_counter() - started
     log.info("restored %s into %s in %.3fs; the database is at revision %s", dump,
              mask_url(url), elapsed, _label(current_revision(url)),
