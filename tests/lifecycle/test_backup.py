@@ -285,7 +285,7 @@ exec {real_pg_dump} "$@"
 def test_a_socket_url_keeps_its_host_and_never_its_password():
     url = make_url("postgresql+psycopg2://app:pw%20x@/appdb?host=/var/run/postgresql")
 
-    conninfo, env, password = backup._connection(url)
+    conninfo, env, password = backup.libpq_connection(url)
 
     assert "host='/var/run/postgresql'" in conninfo
     assert "dbname='appdb'" in conninfo and "user='app'" in conninfo
