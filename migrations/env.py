@@ -7,16 +7,31 @@ transaction per revision, checksums, and a log line per revision. The rules them
 live in ``backend/lifecycle/apply.py``.
 """
 
+import contextlib
 import logging
+import os
 
 from alembic import context
-from flask import current_app
+from flask import current_app, has_app_context
+from sqlalchemy import Connection
 
 from backend.lifecycle import checksums
 from backend.lifecycle.apply import RevisionRecorder, run_locked
 from backend.logs import configure_logging
 
 config = context.config
+
+if not has_app_context():
+    # `flask db` and the entrypoint load this file inside the app. A tool that loads it in a
+    # fresh interpreter (plain `alembic`, pytest-alembic's model registration check) gets the
+    # same app, for the URL it names in sqlalchemy.url, else for DATABASE_URL.
+    from backend import create_app
+    from backend.config import Config
+
+    _url = config.get_main_option("sqlalchemy.url")
+    _app = create_app(Config.from_env({**os.environ, "DATABASE_URL": _url} if _url else None))
+    _app.app_context().push()
+
 settings = current_app.config["SERVICE_CONFIG"]
 configure_logging(settings.log_format)
 logger = logging.getLogger("backend.migrations")
@@ -50,18 +65,34 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+def migration_connection() -> contextlib.AbstractContextManager[Connection]:
+    """The connection to migrate on: the app's engine, unless the caller handed one over in
+    ``config.attributes["connection"]`` (an Engine, a Connection, or anything with
+    ``connect()``), Alembic's documented channel. pytest-alembic uses it, so its checks and
+    the migrations share one database and, where a check rolls back, one transaction."""
+    given = config.attributes.get("connection")
+    if given is None:
+        return migrate_ext.db.engine.connect()
+    if isinstance(given, Connection):
+        return contextlib.nullcontext(given)
+    return given.connect()
+
+
 def run_migrations_online() -> None:
     conf_args = dict(migrate_ext.configure_args)
     conf_args.setdefault("process_revision_directives", skip_empty_autogenerate)
     recorder = RevisionRecorder()
-    with migrate_ext.db.engine.connect() as connection:
+    with migration_connection() as connection:
+        # Already in a transaction: the caller owns it (a check that rolls each step back).
+        # Run inside it, without the lock, the refusals and the checksums: they all commit.
+        in_caller_transaction = connection.in_transaction()
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
             # One transaction per revision: a failure rolls back that revision only, and
             # the database stays at the last revision that fully applied.
             transaction_per_migration=True,
-            on_version_apply=recorder,
+            on_version_apply=None if in_caller_transaction else recorder,
             include_name=include_name,
             **conf_args,
         )
@@ -72,8 +103,8 @@ def run_migrations_online() -> None:
 
         # upgrade, downgrade and stamp name a destination; current, check and autogenerate
         # do not, and change nothing.
-        if context.get_context().opts.get("destination_rev") is None:
-            run()  # reads only: current, check, autogenerate
+        if in_caller_transaction or context.get_context().opts.get("destination_rev") is None:
+            run()  # reads only (current, check, autogenerate), or the caller's transaction
             return
         run_locked(connection, context.get_context(), context.script, settings, run, recorder)
 

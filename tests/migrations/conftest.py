@@ -1,12 +1,38 @@
-"""Drive Alembic in-process against a test database, through our env.py."""
+"""Drive Alembic against a test database, through our env.py: by hand, or with pytest-alembic.
+
+pytest-alembic's ``alembic_runner`` fixture is built from the two fixtures below:
+``alembic_engine`` (an engine on a fresh database, dropped after the test) and
+``alembic_config`` (Flask-Migrate's Alembic config for an app built on that database, with
+that app's context pushed for the whole test, because env.py reads ``current_app``). The
+rows of the data files in ``tests/migrations/data/`` go in as ``before_revision_data``.
+``runner_at_parent`` gives the per-revision data tests a database at a revision's parent,
+cloned from a checkpoint of the history rather than replayed from base.
+"""
 
 from __future__ import annotations
 
-import pytest
-from alembic import command
+import contextlib
+from collections.abc import Iterator
 
-from backend import create_app
-from backend.config import Config
+import pytest
+
+# Before the first import of the data files: their checks are plain asserts, and should show
+# the values that differed when they fail, as a test's would.
+pytest.register_assert_rewrite("tests.migrations.data")
+
+import pytest_alembic  # noqa: E402
+import pytest_alembic.config  # noqa: E402
+from alembic import command  # noqa: E402
+from alembic.script import ScriptDirectory  # noqa: E402
+from pytest_alembic.history import AlembicHistory  # noqa: E402
+from pytest_alembic.runner import MigrationContext  # noqa: E402
+from sqlalchemy import Engine  # noqa: E402
+from sqlalchemy.engine import URL  # noqa: E402
+
+from backend import MIGRATIONS_DIR, create_app  # noqa: E402
+from backend.config import Config  # noqa: E402
+from backend.lifecycle import harness  # noqa: E402
+from tests.migrations import data  # noqa: E402
 
 
 class Migrator:
@@ -46,3 +72,107 @@ def migrator(empty_db):
     m = Migrator(empty_db)
     yield m
     m.close()
+
+
+@pytest.fixture(scope="session")
+def data_fixtures() -> dict[str, data.DataFixture]:
+    """The data files, loaded once per session."""
+    return data.load()
+
+
+@pytest.fixture
+def migration_session(empty_db) -> Iterator[harness.MigrationSession]:
+    """The app for a fresh database, its context pushed for the whole test."""
+    with harness.migration_session(empty_db) as session:
+        yield session
+
+
+@pytest.fixture
+def alembic_engine(migration_session: harness.MigrationSession) -> Engine:
+    """pytest-alembic's handle on the database; env.py migrates through it too."""
+    return migration_session.engine
+
+
+@pytest.fixture
+def alembic_config(migration_session: harness.MigrationSession,
+                   data_fixtures: dict[str, data.DataFixture]) -> pytest_alembic.config.Config:
+    """Our migrations directory and env.py, with the data files' rows before each revision."""
+    return migration_session.alembic_config(
+        before_revision_data=data.before_revision_data(data_fixtures))
+
+
+class HistoryTemplates:
+    """Checkpoints of the history holding the data files' rows: a database every
+    ``EVERY`` revisions, built once per session and cloned by the data tests.
+
+    A data test of revision N needs the database at N-1 with every earlier data file's rows.
+    Replaying from base costs N steps per test, N squared in all; from the nearest checkpoint
+    it costs fewer than ``EVERY``, and the suite grows linearly with the history. Each
+    checkpoint is the previous one plus pytest-alembic's own walk (each revision's ``ROWS``,
+    then its upgrade), so it holds what any walk would hold there.
+    """
+
+    EVERY = 10
+
+    def __init__(self, pg_server, rows: dict) -> None:
+        self.pg_server = pg_server
+        self.rows = rows
+        scripts = ScriptDirectory(str(MIGRATIONS_DIR))
+        # base, then every revision in pytest-alembic's order ("heads" is no point of its own)
+        self.order = AlembicHistory.parse(scripts.revision_map).revisions[:-1]
+        self.templates: dict[str, str | None] = {"base": None}
+
+    def parent(self, revision: str) -> str:
+        """The revision before ``revision`` in the walk."""
+        return self.order[self.order.index(revision) - 1]
+
+    def checkpoint(self, revision: str) -> str | None:
+        """The template database to start from for a database at ``revision`` (``None``:
+        an empty one); the test walks from there to ``revision``."""
+        index = self.order.index(revision)
+        for start in range(0, index - index % self.EVERY + 1, self.EVERY):
+            point = self.order[start]
+            if point in self.templates:
+                continue
+            previous = self.templates[self.order[start - self.EVERY]]
+            url = self.pg_server.create_database(template=previous)
+            self.templates[point] = url.database  # dropped at the end, even if this fails
+            with self.runner(url) as runner:
+                runner.migrate_up_to(point)
+        return self.templates[self.order[index - index % self.EVERY]]
+
+    @contextlib.contextmanager
+    def runner(self, url: URL) -> Iterator[MigrationContext]:
+        """pytest-alembic's runner on ``url``, with the data files' rows."""
+        with harness.migration_session(url) as session, pytest_alembic.runner(
+                config=session.alembic_config(before_revision_data=self.rows),
+                engine=session.engine) as runner:
+            yield runner
+
+    def drop(self) -> None:
+        for name in self.templates.values():
+            if name is not None:
+                self.pg_server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def history_templates(pg_server, data_fixtures) -> Iterator[HistoryTemplates]:
+    """The checkpoints, built as the data tests first need them, dropped after the session."""
+    templates = HistoryTemplates(pg_server, data.before_revision_data(data_fixtures))
+    yield templates
+    templates.drop()
+
+
+@pytest.fixture
+def runner_at_parent(revision: str, pg_server,
+                     history_templates: HistoryTemplates) -> Iterator[MigrationContext]:
+    """For a test parametrized by ``revision``: pytest-alembic's runner on a fresh database at
+    that revision's parent, holding the rows of every data file up to there."""
+    parent = history_templates.parent(revision)
+    url = pg_server.create_database(template=history_templates.checkpoint(parent))
+    try:
+        with history_templates.runner(url) as runner:
+            runner.migrate_up_to(parent)
+            yield runner
+    finally:
+        pg_server.drop_database(url.database)

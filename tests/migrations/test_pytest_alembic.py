@@ -1,0 +1,199 @@
+"""Every revision proved before it ships: pytest-alembic's checks, and its data, per revision.
+
+pytest-alembic's built-in tests are bound by importing them here (its supported way besides
+the ``--test-alembic`` flag, which would put them under ``tests/conftest.py``): they run with
+every ``pytest`` run, on a fresh database, through ``migrations/env.py``. They walk the
+history as it is on disk, so a new revision is covered the moment its file exists:
+
+- ``test_single_head_revision``: one head, no unmerged branch;
+- ``test_upgrade``: base to head, one revision at a time;
+- ``test_model_definitions_match_ddl``: at head, autogenerate finds nothing to write (a model
+  changed without a migration fails here); our ``migration_checksums`` table is left out by
+  env.py's ``include_name``, as in ``flask db migrate``;
+- ``test_up_down_consistency``: up to head, down to base, up again;
+- ``test_downgrade_leaves_no_trace`` (experimental): each revision's downgrade undoes exactly
+  what its upgrade did (a forgotten ``drop_column`` fails here);
+- ``test_all_models_register_on_metadata`` (experimental): the app's import of
+  ``backend.models`` registers every model module below it.
+
+The data files (``tests/migrations/data/``, convention in its ``__init__``) add rows before
+their revisions in every walk, and ``test_revision_keeps_its_data[<revision>]`` proves each
+revision keeps, transforms and restores them. What the checks rely on in env.py (it migrates
+on the connection it is handed) has a test of its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import pytest_alembic
+from alembic.script import ScriptDirectory
+from pytest_alembic.runner import MigrationContext
+from pytest_alembic.tests import (  # noqa: F401  (collected from here)
+    experimental,
+    test_model_definitions_match_ddl,
+    test_single_head_revision,
+    test_up_down_consistency,
+    test_upgrade,
+)
+from sqlalchemy import Connection, Engine, create_engine
+
+from backend import MIGRATIONS_DIR
+from backend.lifecycle import harness
+from tests.migrations import data
+
+# SQLAlchemy 2.1 warns when pytest-alembic reflects a NOT VALID check constraint (the reflected
+# dialect options go back into the constructor under a name it does not know); harmless here.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Can't validate argument 'dialect_options':sqlalchemy.exc.SAWarning")
+
+SCRIPTS = ScriptDirectory(str(MIGRATIONS_DIR))
+REVISIONS = [script.revision for script in reversed(list(SCRIPTS.walk_revisions()))]
+
+
+def label(revision: str) -> str:
+    """``<id> (<message>)``, how a failure names a revision."""
+    return f"{revision} ({SCRIPTS.get_revision(revision).doc})"
+
+
+class ConnectSpy:
+    """An engine stand-in that counts the connections env.py takes from it."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine, self.connections = engine, 0
+
+    def connect(self) -> Connection:
+        self.connections += 1
+        return self.engine.connect()
+
+
+def test_env_migrates_on_the_connection_it_is_given(alembic_config,
+                                                     alembic_engine: Engine) -> None:
+    """pytest-alembic hands env.py its engine, or for a check that rolls back, its open
+    connection, in ``config.attributes["connection"]``. An env.py that opened its own would
+    migrate outside that transaction: the check would wait on its own locks, or prove
+    nothing."""
+    spy = ConnectSpy(alembic_engine)
+    with pytest_alembic.runner(config=alembic_config, engine=spy) as runner:
+        assert runner.current == "base"
+    assert spy.connections == 1, (
+        "migrations/env.py did not migrate on config.attributes['connection']")
+
+
+def test_downgrade_leaves_no_trace(alembic_config, alembic_engine: Engine) -> None:
+    """pytest-alembic's check runs every step inside one transaction and rolls it back; a
+    revision that leaves its transaction (``autocommit_block``, for ``CREATE INDEX
+    CONCURRENTLY``) cannot run there, so it is stamped over in this check only. Its own
+    downgrade is still proved by ``test_up_down_consistency`` and test_history's round trip.
+    """
+    config = dataclasses.replace(
+        alembic_config, skip_revisions=harness.transaction_leaving_revisions(SCRIPTS))
+    with pytest_alembic.runner(config=config, engine=alembic_engine) as runner:
+        experimental.test_downgrade_leaves_no_trace(runner)
+
+
+def test_all_models_register_on_metadata(alembic_config, alembic_engine: Engine, tmp_path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check loads env.py in a fresh interpreter, from an ``alembic.ini`` in the working
+    directory and a URL written into it: it gets an ``alembic.ini`` naming our migrations
+    directory, and a URL without ``%`` escapes (ConfigParser would read them as
+    interpolation), the rest going through libpq's variables. env.py builds the app there."""
+    (tmp_path / "alembic.ini").write_text(f"[alembic]\nscript_location = {MIGRATIONS_DIR}\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(MIGRATIONS_DIR.parent))
+    url, variables = harness.url_for_config_file(alembic_engine.url)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    engine = create_engine(url)
+    try:
+        with pytest_alembic.runner(config=alembic_config, engine=engine) as runner:
+            experimental.test_all_models_register_on_metadata(runner, "backend.models")
+    finally:
+        engine.dispose()
+
+
+def check(fixture_check: data.Check | None, engine: Engine, revision: str, when: str) -> None:
+    """Run a data file's check in a transaction that is rolled back, naming the revision."""
+    if fixture_check is None:
+        return
+    with engine.connect() as connection:
+        try:
+            fixture_check(connection)
+        except AssertionError as exc:
+            exc.add_note(f"data check of {label(revision)} failed {when}")
+            raise
+        finally:
+            connection.rollback()
+
+
+def counts(engine: Engine) -> dict[str, int]:
+    """Rows per table, for the data tests' no-row-lost rule."""
+    with engine.connect() as connection:
+        return harness.row_counts(connection)
+
+
+@pytest.mark.parametrize("revision", REVISIONS)
+def test_revision_keeps_its_data(revision: str, runner_at_parent: MigrationContext,
+                                 data_fixtures: dict[str, data.DataFixture]) -> None:
+    """At the parent, with every earlier data file's rows and this revision's: upgrade,
+    downgrade and upgrade again; the data file's checks after each, and no row lost on the
+    way but where the revision declares it (``# rehearse: expect-row-loss <table> <reason>``).
+    """
+    runner = runner_at_parent
+    engine = runner.connection_executor.connection  # the engine the runner was built on
+    fixture = data_fixtures.get(revision) or data.DataFixture(revision=revision)
+    declared = harness.declared_row_loss(SCRIPTS.get_revision(revision))
+    parent = runner.current
+    if fixture.rows:
+        runner.insert_into(None, fixture.rows)
+    at_parent = counts(engine)
+
+    runner.raw_command("upgrade", revision)
+    check(fixture.upgraded, engine, revision, "after upgrade")  # the specific checks first
+    upgraded = counts(engine)
+    lost = harness.lost_rows(at_parent, upgraded, declared)
+    assert not lost, f"upgrade to {label(revision)} lost rows (table: before, after): {lost}"
+
+    runner.raw_command("downgrade", parent)
+    check(fixture.downgraded, engine, revision, "after downgrade")
+    lost = harness.lost_rows(upgraded, counts(engine), declared, reference=at_parent)
+    assert not lost, f"downgrade of {label(revision)} lost rows (table: before, after): {lost}"
+
+    runner.raw_command("upgrade", revision)
+    check(fixture.upgraded, engine, revision, "after upgrade, downgrade, upgrade")
+
+
+def test_every_data_file_names_a_revision(data_fixtures: dict[str, data.DataFixture]) -> None:
+    """A data file for a revision that does not exist (a typo, a rebased id) checks nothing."""
+    unknown = sorted(set(data_fixtures) - set(REVISIONS))
+    assert not unknown, f"data files for unknown revisions: {unknown}"
+
+
+def test_revisions_that_write_rows_have_data_checks(
+        data_fixtures: dict[str, data.DataFixture]) -> None:
+    """A revision that updates, deletes or inserts rows itself is a data migration: it ships
+    with rows to run over and a check of what it made of them."""
+    missing = [label(script.revision) for script in SCRIPTS.walk_revisions()
+               if data.writes_rows(harness.script_source(script))
+               and not (script.revision in data_fixtures
+                        and data_fixtures[script.revision].rows
+                        and data_fixtures[script.revision].has_checks)]
+    assert not missing, ("revisions that write rows need a data file with ROWS and a check "
+                         f"(tests/migrations/data/<revision>.py): {missing}")
+
+
+def test_lost_rows_follows_the_rehearsal_rule() -> None:
+    """The data tests judge row loss as scripts/rehearse.sh does: a dropped table loses its
+    rows, a declared table may lose them, and a downgrade may take away only what its
+    upgrade brought."""
+    before = {"tasks": 3, "projects": 2, "notes": 4}
+
+    assert harness.lost_rows(before, {"tasks": 1, "projects": 2}, {}) == {
+        "tasks": (3, 1), "notes": (4, 0)}
+    assert harness.lost_rows(before, {"tasks": 1, "projects": 2},
+                             {"tasks": "done tasks are archived", "notes": "moved"}) == {}
+    assert harness.lost_rows({"tasks": 5, "notes": 4}, {"tasks": 3},
+                             {}, reference={"tasks": 3}) == {}
+    assert harness.lost_rows({"tasks": 5}, {"tasks": 2}, {}, reference={"tasks": 3}) == {
+        "tasks": (5, 2)}
