@@ -22,11 +22,22 @@ USAGE = 'usage: scripts/create_migration.sh "what changed"'
 _OP_CALL = re.compile(r"op\.(\w+)\(\s*(?:op\.f\()?['\"]?([\w.]*)")
 
 
-def summarize(path: Path) -> str:
-    """One line naming the operations of the revision's upgrade(), e.g. add_column(tasks)."""
-    text = path.read_text()
-    body = text.split("def upgrade", 1)[-1].split("def downgrade", 1)[0]
-    calls = [f"{name}({target})" if target else name for name, target in _OP_CALL.findall(body)]
+# Operations that change columns or rows that already hold data: their revision deserves
+# a data fixture (tests/migrations/data/<rev>.py) proving the rows survive.
+TOUCHES_EXISTING = {"alter_column", "drop_column", "create_check_constraint",
+                    "create_unique_constraint", "create_foreign_key", "drop_constraint",
+                    "execute", "bulk_insert"}
+
+
+def upgrade_ops(path: Path) -> list[tuple[str, str]]:
+    """(operation, target) for each ``op.*`` call in the revision's upgrade()."""
+    body = path.read_text().split("def upgrade", 1)[-1].split("def downgrade", 1)[0]
+    return _OP_CALL.findall(body)
+
+
+def summarize(ops: list[tuple[str, str]]) -> str:
+    """One line naming the operations, e.g. add_column(tasks)."""
+    calls = [f"{name}({target})" if target else name for name, target in ops]
     return ", ".join(calls) if calls else "no operations"
 
 
@@ -88,7 +99,14 @@ def main(argv: list[str]) -> int:
             print(f"create_migration: refused: {exc}", file=sys.stderr)
             return 1
     print(path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path)
-    print(f"  upgrade: {summarize(path)}")
+    ops = upgrade_ops(path)
+    print(f"  upgrade: {summarize(ops)}")
+    touching = [name for name, _ in ops if name in TOUCHES_EXISTING]
+    if touching:
+        revision = path.name.split("_")[2]
+        print(f"  it changes existing data ({', '.join(sorted(set(touching)))}): add rows and "
+              f"checks for it in tests/migrations/data/{revision}.py (README, 'Testing "
+              "migrations')")
     print("  review it, then apply with `flask db upgrade` (or restart the service)")
     return 0
 

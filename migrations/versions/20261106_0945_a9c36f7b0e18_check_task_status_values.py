@@ -1,7 +1,7 @@
 """check task status values
 
 Revision ID: a9c36f7b0e18
-Revises: 5e81b3c92d47
+Revises: 6c2d9e4f8a17
 Create Date: 2026-11-06 09:45:00.000000+00:00
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'a9c36f7b0e18'
-down_revision = '5e81b3c92d47'
+down_revision = '6c2d9e4f8a17'
 branch_labels = None
 depends_on = None
 

@@ -8,7 +8,8 @@ import pytest
 from tests.conftest import execute_sql
 
 SLUG_BEFORE = "c47d0e5a9f26"     # index tasks by due date
-SLUG_ADDED = "5e81b3c92d47"      # add project slug backfilled from name
+SLUG_ADDED = "5e81b3c92d47"      # add project slug
+SLUG_BACKFILLED = "6c2d9e4f8a17"  # backfill project slugs from names
 STATUS_CHECKED = "a9c36f7b0e18"  # check task status values (NOT VALID)
 STATUS_VALIDATED = "b1d4e7a2c905"  # validate task status check
 SLUG_CHECKED = "e2f5a8d4c713"    # check project slug is set (fills NULLs, NOT VALID)
@@ -63,7 +64,7 @@ def test_slug_backfill_transforms_existing_rows_and_rolls_back(migrator, empty_d
     seed_projects(empty_db, ["My First Project!", "  Hello   World  ", "???"])
 
     # Act
-    migrator.upgrade(SLUG_ADDED)
+    migrator.upgrade(SLUG_BACKFILLED)
 
     # Assert
     rows = execute_sql(empty_db, "SELECT name, slug FROM projects ORDER BY id")
@@ -83,14 +84,14 @@ def test_backfill_agrees_with_the_model_slugify(migrator, empty_db):
     migrator.upgrade(SLUG_BEFORE)
     seed_projects(empty_db, names)
 
-    migrator.upgrade(SLUG_ADDED)
+    migrator.upgrade(SLUG_BACKFILLED)
 
     slugs = [slug for (slug,) in execute_sql(empty_db, "SELECT slug FROM projects ORDER BY id")]
     assert slugs == [slugify(name) for name in names]
 
 
 def test_require_slug_fills_rows_written_by_old_code(migrator, empty_db):
-    migrator.upgrade(SLUG_ADDED)
+    migrator.upgrade(SLUG_BACKFILLED)
     seed_projects(empty_db, ["Written Before Deploy"])  # old code: slug left NULL
     assert execute_sql(empty_db, "SELECT slug FROM projects") == [(None,)]
 
@@ -105,7 +106,7 @@ def test_require_slug_fills_rows_written_by_old_code(migrator, empty_db):
                                      "WHERE conname = 'ck_projects_slug_not_null'")
     assert leftover == []
 
-    migrator.downgrade(SLUG_ADDED)
+    migrator.downgrade(SLUG_BACKFILLED)
     assert execute_sql(empty_db, "SELECT name, slug FROM projects") == [
         ("Written Before Deploy", "written-before-deploy")]
 

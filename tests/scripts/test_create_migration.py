@@ -53,6 +53,25 @@ def test_creates_one_revision_for_a_model_change(repo, head_db):
     assert "op.add_column('tasks', sa.Column('notes'" in text
     assert "op.drop_column('tasks', 'notes')" in text
     assert "1 revision(s) linted, 0 finding(s)" in proc.stdout + proc.stderr
+    assert "changes existing data" not in proc.stdout
+
+
+def test_points_to_a_data_fixture_when_existing_columns_change(repo, head_db):
+    # Arrange: widen an existing column.
+    model = repo / "backend/models/task.py"
+    model.write_text(model.read_text().replace("sa.String(500)", "sa.String(1000)"))
+    before = versions(repo)
+
+    # Act
+    proc = create_migration(repo, head_db, "widen task titles")
+
+    # Assert
+    assert proc.returncode == 0, proc.stderr
+    (name,) = versions(repo) - before
+    revision = name.split("_")[2]
+    assert "alter_column(tasks)" in proc.stdout
+    assert f"changes existing data (alter_column): add rows and checks for it in " \
+           f"tests/migrations/data/{revision}.py" in proc.stdout
 
 
 @pytest.mark.parametrize("args", [[], [""], ["   "]])

@@ -11,10 +11,9 @@ from alembic.script import ScriptDirectory
 
 from backend.lifecycle.graph import Node, render_mermaid
 from tests.conftest import child_env, execute_sql, run_flask
-from tests.support import copy_repository
+from tests.support import copy_repository, revisions
 
-SHIPPED = ["3f9a1c2b7d10", "8b2e4d6f1a93", "c47d0e5a9f26", "5e81b3c92d47", "a9c36f7b0e18",
-           "e2f5a8d4c713"]
+SHIPPED = revisions()
 NODE = re.compile(r'^\s+rev_(\w+)\["(.*)"\]$', re.M)
 EDGE = re.compile(r"^\s+rev_(\w+) --> rev_(\w+)$", re.M)
 CLASS = re.compile(r"^\s+class ([\w,]+) (\w+)$", re.M)

@@ -123,9 +123,11 @@ def test_shipped_pending_revisions_pass_and_leave_the_source_alone(early_source,
         assert all(s["seconds"] > 0 and s["error"] is None for s in steps(document, phase)
                    .values())
     upgrades = steps(document, "upgrade")
-    # Adding a column: a brief exclusive lock, no rewrite. VALIDATE: reads and writes go on.
+    # Adding a column: a brief exclusive lock, no rewrite. The backfill: row locks only.
+    # VALIDATE: reads and writes go on.
     assert upgrades["5e81b3c92d47"]["locks"] == {"projects": "AccessExclusiveLock"}
     assert upgrades["5e81b3c92d47"]["rewrote"] == {}
+    assert upgrades["6c2d9e4f8a17"]["locks"] == {"projects": "RowExclusiveLock"}
     assert upgrades["b1d4e7a2c905"]["locks"] == {"tasks": "ShareUpdateExclusiveLock"}
     assert upgrades["b1d4e7a2c905"]["lock_seconds"]["tasks"] >= 0
     assert "tasks: ShareUpdateExclusiveLock for " in table_row(proc.stdout, "b1d4e7a2c905")
