@@ -14,9 +14,12 @@ import os
 from alembic import context
 from flask import current_app, has_app_context
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 
-from backend.lifecycle import checksums
+from backend.config import mask_url
+from backend.lifecycle import LifecycleError, checksums
 from backend.lifecycle.apply import RevisionRecorder, run_locked
+from backend.lifecycle.database import describe_error
 from backend.logs import configure_logging
 
 config = context.config
@@ -72,7 +75,11 @@ def migration_connection() -> contextlib.AbstractContextManager[Connection]:
     the migrations share one database and, where a check rolls back, one transaction."""
     given = config.attributes.get("connection")
     if given is None:
-        return migrate_ext.db.engine.connect()
+        try:
+            return migrate_ext.db.engine.connect()
+        except DBAPIError as exc:  # one line (Flask-Migrate prints it), not a traceback
+            raise LifecycleError(f"cannot connect to {mask_url(migrate_ext.db.engine.url)}: "
+                                 f"{describe_error(exc)}") from None
     if isinstance(given, Connection):
         return contextlib.nullcontext(given)
     return given.connect()

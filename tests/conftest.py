@@ -121,7 +121,7 @@ def child_env(url: URL | None = None, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_flask(args: list[str], url: URL, cwd: Path = ROOT, check: bool = True,
+def run_flask(args: list[str], url: URL | None, cwd: Path = ROOT, check: bool = True,
               **extra: str) -> subprocess.CompletedProcess:
     """``flask ARGS`` from a repository root, as a user types it."""
     proc = subprocess.run([shutil.which("flask", path=VENV_BIN) or "flask", *args], cwd=cwd,
