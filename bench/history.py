@@ -18,10 +18,13 @@ import re
 import time
 from pathlib import Path
 
+from sqlalchemy.engine import URL
+
 from bench.common import (
     PYTHON,
     BenchError,
     BenchResult,
+    Context,
     Row,
     child_env,
     copy_repo,
@@ -98,7 +101,8 @@ def _counters(pg, database: str) -> tuple[int, int]:
     does: wait until two readings agree.
     """
     query = ("SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = %s), "
-             "(SELECT coalesce(sum(fsyncs), 0) FROM pg_stat_io WHERE object = 'wal')")
+             + ("(SELECT coalesce(sum(fsyncs), 0) FROM pg_stat_io WHERE object = 'wal')"
+                if pg.version_num >= 180000 else "-1"))  # WAL rows in pg_stat_io: PG 18
     last = None
     for _ in range(20):
         time.sleep(0.1)
@@ -122,14 +126,14 @@ class _Variant:
         self.root = root
         self.plain_dir = plain_dir
 
-    def command(self, url) -> tuple[list[str], Path, dict[str, str]]:
+    def command(self, url: URL) -> tuple[list[str], Path, dict[str, str]]:
         if self.plain_dir is None:
             return ["flask", "db", "upgrade"], self.root, child_env(url, LOG_FORMAT="text")
         ini = write_alembic_ini(self.plain_dir, self.root / "migrations" / "versions", url)
         return ["alembic", "-c", str(ini), "upgrade", "head"], self.plain_dir, child_env()
 
 
-def _apply(ctx, variant: _Variant, noop: bool, log_path: Path,
+def _apply(ctx: Context, variant: _Variant, noop: bool, log_path: Path,
            counters: bool = True) -> dict[str, float]:
     """Apply the whole history to a fresh database (and then, with ``noop``, run the same
     upgrade again with nothing pending); seconds, commits and WAL fsyncs of each."""
@@ -140,7 +144,7 @@ def _apply(ctx, variant: _Variant, noop: bool, log_path: Path,
         seconds = run_timed(cmd, cwd, env, log_path)
         after = _counters(ctx.pg, url.database) if counters else (0, 0)
         out = {"seconds": seconds, "commits": after[0] - before[0],
-               "wal_fsyncs": after[1] - before[1]}
+               "wal_fsyncs": after[1] - before[1] if after[1] >= 0 else -1}
         if noop:
             out["noop_seconds"] = run_timed(cmd, cwd, env, log_path)
         return out
@@ -153,7 +157,7 @@ def _apply(ctx, variant: _Variant, noop: bool, log_path: Path,
 # revisions), as their names say.
 _BUCKETS = {
     "whole run": r"^~:<built-in method builtins.exec>$",
-    "building the Flask app (create_app: Flask, Flask-SQLAlchemy, models)":
+    "building the Flask app (create_app; includes the first import of modules plain loads too)":
         r"backend/__init__\.py:create_app$",
     "advisory lock + session timeouts + refusal checks (before any revision)":
         r"backend/lifecycle/(lock\.py:migration_lock|apply\.py:(set_session_timeouts|preflight))$",
@@ -167,7 +171,7 @@ _BUCKETS = {
 }
 
 
-def _profile(ctx, variant: _Variant, log_path: Path) -> dict[str, float]:
+def _profile(ctx: Context, variant: _Variant, log_path: Path) -> dict[str, float]:
     """One run under cProfile; seconds per bucket of ``_BUCKETS``."""
     url = ctx.pg.create_database(prefix=f"prof_{variant.name}")
     out = ctx.workdir / f"{variant.name}.prof"
@@ -203,7 +207,7 @@ def _per_revision_env(dest: Path) -> Path:
     return dest
 
 
-def run(ctx) -> BenchResult:
+def run(ctx: Context) -> BenchResult:
     sizes = [10, 100] if ctx.quick else [10, 100, 300]
     rounds = 2 if ctx.quick else 3
     noop_at = sizes[-1]
@@ -271,13 +275,14 @@ def run(ctx) -> BenchResult:
                            summarize(series(noop_at, "ours", "noop_seconds")),
                            summarize(series(noop_at, "plain", "noop_seconds")), noop,
                            f"<= {TARGET:.2f}", noop.median <= TARGET))
+    def counts(n: int, name: str) -> str:
+        commits = int(summarize(series(n, name, "commits")).median)
+        fsyncs = int(summarize(series(n, name, "wal_fsyncs")).median)
+        return f"{commits} / {fsyncs if fsyncs >= 0 else 'n/a'}"
+
     for n in sizes:
-        result.rows.append(Row(
-            f"N = {n}: commits / WAL fsyncs per apply (statistics views)",
-            f"{int(summarize(series(n, 'ours', 'commits')).median)} / "
-            f"{int(summarize(series(n, 'ours', 'wal_fsyncs')).median)}",
-            f"{int(summarize(series(n, 'plain', 'commits')).median)} / "
-            f"{int(summarize(series(n, 'plain', 'wal_fsyncs')).median)}", unit=""))
+        result.rows.append(Row(f"N = {n}: commits / WAL fsyncs per apply (statistics views)",
+                               counts(n, "ours"), counts(n, "plain"), unit=""))
     result.notes = [
         "Ours commits once per revision (a failure keeps every revision before it); plain "
         "Alembic's stock environment commits once for the whole upgrade. Commit counts come "
@@ -289,13 +294,19 @@ def run(ctx) -> BenchResult:
     ]
     result.raw = {"sizes": sizes, "rounds": rounds, "runs": data}
 
+    fixed = (summarize(series(noop_at, "ours", "noop_seconds")).median
+             - summarize(series(noop_at, "plain", "noop_seconds")).median)
+    marginal = (summarize(slope_ours).median - summarize(slope_plain).median) * 1000
+    result.notes.append(
+        f"Split of ours' extra time: a fixed {fixed:+.3f} s per command (the no-op difference "
+        f"at N = {noop_at}) and {marginal:+.2f} ms per revision (the marginal difference).")
     misses = [row for row in result.rows if row.passed is False]
     if misses and worst_n is not None:
         result.extra_md = _explain(ctx, variants[sizes[-1]], sizes[-1], rounds, result)
     return result
 
 
-def _explain(ctx, variants: dict[str, _Variant], n: int, rounds: int,
+def _explain(ctx: Context, variants: dict[str, _Variant], n: int, rounds: int,
              result: BenchResult) -> str:
     """Where ours spends the extra time, for a missed target.
 
@@ -308,25 +319,29 @@ def _explain(ctx, variants: dict[str, _Variant], n: int, rounds: int,
     per_rev_dir = _per_revision_env(plain_alembic_dir(
         ctx.workdir / f"plain-per-rev-{n}", plain.root / "migrations" / "versions", ctx.pg.url))
     per_rev = _Variant("plainrev", plain.root, per_rev_dir)
-    _apply(ctx, per_rev, False, ctx.workdir / "plain-per-rev.log", counters=False)  # warm-up
+    _apply(ctx, per_rev, False, ctx.workdir / "plain-per-rev.log")  # warm-up, not counted
+    rounds = max(2, rounds)  # full runs pass 3
     times: dict[str, list[float]] = {"ours": [], "plain": [], "plainrev": []}
     for rnd in range(rounds):
         names = ["ours", "plain", "plainrev"]
         for name in names[rnd % 3:] + names[:rnd % 3]:
             variant = per_rev if name == "plainrev" else variants[name]
-            times[name].append(_apply(ctx, variant, False, ctx.workdir / f"{name}-x.log",
-                                      counters=False)["seconds"])
-    med = {name: summarize(values).median for name, values in times.items()}
+            times[name].append(_apply(ctx, variant, False,
+                                      ctx.workdir / f"{name}-x.log")["seconds"])
+    summary = {name: summarize(values) for name, values in times.items()}
+    commits = ratios(times["plainrev"], times["plain"])
+    app = ratios(times["ours"], times["plainrev"])
+    per_commit = (summary["plainrev"].median - summary["plain"].median) / n * 1000
     lines = [
         f"### Where ours spends the extra time (N = {n})", "",
-        f"Median of {rounds} more rounds of three variants:", "",
-        "| variant | seconds | difference |", "|---|---|---|",
-        f"| plain Alembic, stock (one transaction) | {med['plain']:.3f} | |",
-        f"| plain Alembic + `transaction_per_migration=True` (a COMMIT per revision, as "
-        f"ours) | {med['plainrev']:.3f} | {med['plainrev'] - med['plain']:+.3f} s: "
-        f"per-revision COMMITs ({(med['plainrev'] - med['plain']) / n * 1000:+.2f} ms each) |",
-        f"| ours, `flask db upgrade` | {med['ours']:.3f} | {med['ours'] - med['plainrev']:+.3f} s:"
-        " the Flask app, lock, checks, checksum rows, log lines |",
+        f"{rounds} more rounds of three variants, rotating which goes first; median (min-max):",
+        "", "| variant | seconds | ratio to the row above | what the step adds |",
+        "|---|---|---|---|",
+        f"| plain Alembic, stock (one transaction) | {summary['plain'].fmt()} | | |",
+        f"| plain Alembic + `transaction_per_migration=True` | {summary['plainrev'].fmt()} | "
+        f"{commits.fmt(2)} | a COMMIT per revision, as ours: {per_commit:+.2f} ms each |",
+        f"| ours, `flask db upgrade` | {summary['ours'].fmt()} | {app.fmt(2)} | the Flask app, "
+        "lock, checks, a checksum row and a log line per revision |",
         "",
     ]
     profiles = {}

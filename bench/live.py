@@ -33,10 +33,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import URL
+
 from bench.common import (
     ROOT,
     BenchError,
     BenchResult,
+    Context,
     Row,
     child_env,
     connect,
@@ -180,7 +183,7 @@ def _client(kind: str, kwargs: dict[str, Any], rows: int, go: Any, halt: Any,
     results.put((kind, samples))
 
 
-def _holder(url, seconds: float, times: dict[str, float]) -> None:
+def _holder(url: URL, seconds: float, times: dict[str, float]) -> None:
     """The long-open transaction: it reads one row of tasks (ACCESS SHARE), then sits idle
     in its transaction for ``seconds`` before rolling back."""
     conn = connect(url, autocommit=False, application_name="bench-long-transaction")
@@ -208,8 +211,8 @@ def _migrate(cmd: list[str], cwd: Path, env: dict[str, str], log_path: Path) -> 
     return code, log_path.read_text(errors="replace")
 
 
-def _scenario(ctx, template: str, variant: str, long_txn: bool, rows: int, roots: dict,
-              before: float, after: float) -> dict[str, Any]:
+def _scenario(ctx: Context, template: str, variant: str, long_txn: bool, rows: int,
+              roots: dict[str, Path], before: float, after: float) -> dict[str, Any]:
     """One run: fresh copy of the filled database, load, (long transaction), migration."""
     url = ctx.pg.create_database(template=template, prefix=f"live_{variant}")
     log_path = ctx.workdir / f"{variant}-{'long' if long_txn else 'quiet'}.log"
@@ -308,7 +311,7 @@ def _corrected(latencies: list[float]) -> list[float]:
     return out
 
 
-def _prepare(ctx, rows: int) -> tuple[str, dict[str, Path]]:
+def _prepare(ctx: Context, rows: int) -> tuple[str, dict[str, Path]]:
     """The filled template database at 8b2e4d6f1a93, and the two ways to migrate it."""
     roots: dict[str, Path] = {}
     roots["ours"] = copy_repo(ctx.workdir / "ours", versions=ours_versions(
@@ -331,7 +334,7 @@ def _prepare(ctx, rows: int) -> tuple[str, dict[str, Path]]:
     return url.database, roots
 
 
-def run(ctx) -> BenchResult:
+def run(ctx: Context) -> BenchResult:
     rows = 100_000 if ctx.quick else 1_000_000
     rounds = 1 if ctx.quick else 3
     before, after = (1.5, 1.0) if ctx.quick else (2.0, 1.0)

@@ -26,6 +26,7 @@ from bench.common import (
     ROOT,
     BenchError,
     BenchResult,
+    Context,
     Row,
     child_env,
     free_port,
@@ -163,7 +164,7 @@ def client_ceiling(seconds: float, workers: int = 2) -> dict[str, float]:
             server.join(5)
 
 
-def run(ctx) -> BenchResult:
+def run(ctx: Context) -> BenchResult:
     seconds = 3.0 if ctx.quick else 10.0
     rounds = 2 if ctx.quick else 3
     result = BenchResult(
@@ -232,7 +233,7 @@ def run(ctx) -> BenchResult:
     return result
 
 
-def explain(ctx) -> str:
+def explain(ctx: Context) -> str:
     """Where one ``/readyz`` spends its time, in-process (Flask's test client, no HTTP), as
     against ``/healthz``: per-request cost, SQL statements per request, and a cProfile split."""
     import cProfile

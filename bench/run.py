@@ -28,18 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import history, live, readyz, startup
-from bench.common import BenchResult, PgServer, log, machine_info, postgres
+from bench.common import BenchResult, Context, log, machine_info, postgres
 
 HERE = Path(__file__).resolve().parent
-
-
-@dataclass
-class Context:
-    """What a benchmark gets: the mode, the server and a scratch directory of its own."""
-
-    quick: bool
-    pg: PgServer
-    workdir: Path
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from pathlib import Path
 from bench.common import (
     ROOT,
     BenchResult,
+    Context,
     Row,
     child_env,
     copy_repo,
@@ -71,11 +72,14 @@ def _start_once(command: str, cwd: Path, path: str, env: dict[str, str],
     try:
         ready = wait_for_200(port, path, proc, log_path)
     finally:
-        stop(proc)
+        # A worker still booting when SIGTERM arrives can miss it (it has not installed its
+        # own handlers yet) and would linger until gunicorn's graceful timeout: the time is
+        # already taken, so give it 3 s, then SIGKILL the group.
+        stop(proc, grace=3.0)
     return ready - started
 
 
-def run(ctx) -> BenchResult:
+def run(ctx: Context) -> BenchResult:
     rounds = 3 if ctx.quick else 7
     result = BenchResult(
         key="startup",
