@@ -3,21 +3,39 @@
 ``/healthz`` says the process runs and touches nothing else, so a slow database never gets
 a healthy worker restarted. ``/readyz`` says whether this replica should get traffic: the
 database answers and its schema is the one this code was written for.
+
+``/readyz`` is polled often, so it costs one short statement: it reads the applied
+revisions and their checksums on a driver connection of its own (the statement is the
+ping; a connection gone stale is replaced once). The answer for a given database state is
+computed and serialised once, then reused; the scripts are parsed once per process.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import threading
+from functools import lru_cache
 
-from flask import Blueprint, current_app, jsonify
-from sqlalchemy.exc import SQLAlchemyError
+import psycopg2
+from flask import Blueprint, Response, current_app, jsonify
+from sqlalchemy.engine import URL
 
 from backend.extensions import db
-from backend.lifecycle.database import describe_error
-from backend.lifecycle.revisions import disk_checksums, load_scripts, schema_status
+from backend.lifecycle import checksums
+from backend.lifecycle.database import connect_kwargs, describe_error
+from backend.lifecycle.revisions import disk_checksums, evaluate, load_scripts
 
 health = Blueprint("health", __name__)
 log = logging.getLogger(__name__)
+
+_TABLES_EXIST = ("SELECT to_regclass('alembic_version') IS NOT NULL, "
+                 f"to_regclass('{checksums.TABLE}') IS NOT NULL")
+_VERSIONS = "SELECT 'v', version_num, NULL FROM alembic_version"
+_CHECKSUMS = f"SELECT 'c', revision, checksum FROM {checksums.TABLE}"
+
+State = tuple[tuple[str, ...], tuple[tuple[str, str], ...]]
 
 
 @health.get("/healthz")
@@ -25,22 +43,76 @@ def healthz():
     return jsonify(status="ok")
 
 
+class _StateReader:
+    """One autocommit driver connection per process, guarded for threaded workers."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pid = 0
+        self.conn = None
+
+    def _connect(self, url: URL):
+        kwargs = connect_kwargs(url)
+        kwargs.update(connect_timeout=3, application_name="backend-readyz")
+        conn = psycopg2.connect(**kwargs)
+        conn.autocommit = True
+        return conn
+
+    def _query(self, url: URL) -> list[tuple]:
+        if self.conn is None or self.pid != os.getpid() or self.conn.closed:
+            self.conn, self.pid = self._connect(url), os.getpid()
+        with self.conn.cursor() as cur:
+            try:
+                cur.execute(f"{_VERSIONS} UNION ALL {_CHECKSUMS}")
+            except psycopg2.errors.UndefinedTable:  # not migrated (fully) yet
+                cur.execute(_TABLES_EXIST)
+                has_versions, has_checksums = cur.fetchone()
+                parts = [q for q, ok in ((_VERSIONS, has_versions), (_CHECKSUMS, has_checksums))
+                         if ok]
+                if not parts:
+                    return []
+                cur.execute(" UNION ALL ".join(parts))
+            return cur.fetchall()
+
+    def read(self, url: URL) -> State:
+        with self.lock:
+            try:
+                rows = self._query(url)
+            except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                if self.conn is not None and not self.conn.closed:
+                    raise
+                self.conn = None  # stale after a database restart: one fresh try
+                rows = self._query(url)
+        current = tuple(sorted(rev for kind, rev, _ in rows if kind == "v"))
+        recorded = tuple(sorted((rev, d.strip()) for kind, rev, d in rows if kind == "c"))
+        return current, recorded
+
+
+_reader = _StateReader()
+
+
+@lru_cache(maxsize=64)
+def _answer(directory: str, state: State, allow_edited: bool) -> tuple[bytes, int]:
+    current, recorded = state
+    status = evaluate(load_scripts(directory), list(current), dict(recorded),
+                      disk_checksums(directory), allow_edited)
+    body = {"status": "ready" if status.at_head else "not ready", "database": "ok",
+            **status.as_dict()}
+    return json.dumps(body).encode(), 200 if status.at_head else 503
+
+
 @health.get("/readyz")
 def readyz():
     directory = current_app.extensions["migrate"].directory
-    scripts = load_scripts(directory)
     settings = current_app.config["SERVICE_CONFIG"]
     try:
-        with db.engine.connect() as connection:
-            status = schema_status(connection, scripts, disk_checksums(directory),
-                                   settings.allow_edited)
-    except SQLAlchemyError as exc:
+        state = _reader.read(db.engine.url)
+    except psycopg2.Error as exc:
         reason = describe_error(exc)
         log.warning("readiness: database unavailable: %s", reason)
         body = {"status": "unavailable", "database": "error", "current": [],
-                "head": sorted(scripts.get_heads()), "pending": [],
+                "head": sorted(load_scripts(directory).get_heads()), "pending": [],
                 "reason": f"database unavailable: {reason}"}
         return jsonify(body), 503
-    body = {"status": "ready" if status.at_head else "not ready", "database": "ok",
-            **status.as_dict()}
-    return jsonify(body), 200 if status.at_head else 503
+    payload, code = _answer(directory, state, settings.allow_edited)
+    return Response(payload, status=code, mimetype="application/json")

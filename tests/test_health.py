@@ -2,7 +2,7 @@
 
 from backend import create_app
 from backend.config import Config
-from tests.conftest import run_flask
+from tests.conftest import execute_sql, run_flask
 
 
 def test_healthz_says_ok_without_a_database():
@@ -51,3 +51,19 @@ def test_readyz_reports_unreachable_database_without_password():
     assert body["database"] == "error"
     assert set(body) >= {"status", "current", "head", "pending", "reason"}
     assert "s3cret" not in response.get_data(as_text=True)
+
+
+def test_readyz_survives_its_connection_being_dropped(client, head_db):
+    # Arrange: a first answer opens the readiness connection; then the server drops it,
+    # as after a database restart or failover.
+    assert client.get("/readyz").status_code == 200
+    killed = execute_sql(head_db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                  "WHERE application_name = 'backend-readyz' AND datname = %s",
+                         (head_db.database,))
+    assert killed == [(True,)]
+
+    # Act
+    response = client.get("/readyz")
+
+    # Assert: one fresh connection, no false alarm.
+    assert response.status_code == 200, response.get_json()
