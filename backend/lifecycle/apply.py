@@ -14,6 +14,7 @@ entrypoint, which runs ``upgrade``) comes through :func:`run_locked`:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -52,6 +53,7 @@ class RevisionRecorder:
         self.last = time.perf_counter()
         self.applied: list[str] = []
         self.heads: set[str] | None = None
+        self.on_disk: dict[str, str] = {}  # checksums taken by the preflight
 
     def restart(self) -> None:
         self.last = time.perf_counter()
@@ -65,7 +67,7 @@ class RevisionRecorder:
         script = step.up_revision
         ident = step.up_revision_id
         if step.is_upgrade:
-            checksums.record(ctx.connection, ident, script.path)
+            checksums.record(ctx.connection, ident, script.path, self.on_disk.get(ident))
         else:
             checksums.forget(ctx.connection, ident)
         self.applied.append(ident)
@@ -93,6 +95,11 @@ def set_session_timeouts(connection: Connection, settings: Config) -> None:
                        {"v": settings.lock_timeout})
     connection.execute(text("SELECT set_config('statement_timeout', :v, false)"),
                        {"v": settings.statement_timeout})
+    # Each revision commits on its own; waiting for each commit's WAL flush would cost a
+    # disk sync per revision. Atomicity does not depend on it (a revision and its version
+    # row commit together or not at all), and run_locked ends with one synchronous commit,
+    # which flushes every commit before it: nothing is served on a schema not yet durable.
+    connection.execute(text("SET synchronous_commit = off"))
     if connection.dialect.server_version_info >= (14,):
         # A migrator killed mid-statement (SIGKILL, a lost container) is noticed within a
         # second, its transaction rolled back and its locks freed, instead of holding
@@ -102,8 +109,8 @@ def set_session_timeouts(connection: Connection, settings: Config) -> None:
 
 
 def preflight(connection: Connection, ctx: MigrationContext, scripts: ScriptDirectory,
-              settings: Config) -> list:
-    """Refuse before any change; return the planned steps."""
+              settings: Config) -> tuple[list, dict[str, str]]:
+    """Refuse before any change; return the planned steps and the files' checksums."""
     current, recorded = read_state(connection)
     connection.commit()
     unknown = [rev for rev in current if find_revision(scripts, rev) is None]
@@ -130,11 +137,11 @@ def preflight(connection: Connection, ctx: MigrationContext, scripts: ScriptDire
     checksums.ensure_table(connection)
     unrecorded = [rev for rev in checksums.applied_chain(scripts, current) if rev not in recorded]
     for rev in unrecorded:  # applied before checksums were kept: take them as they are now
-        checksums.record(connection, rev, scripts.get_revision(rev).path)
+        checksums.record(connection, rev, scripts.get_revision(rev).path, on_disk.get(rev))
     connection.commit()
     if unrecorded:
         log.info("recorded checksums of %d revision(s) applied earlier", len(unrecorded))
-    return steps
+    return steps, on_disk
 
 
 def _is_lock_timeout(exc: BaseException) -> bool:
@@ -202,20 +209,36 @@ def backup_first(connection: Connection, ctx: MigrationContext, steps: list) -> 
         raise LifecycleError(str(exc)) from None
 
 
+def make_durable(connection: Connection, recorder: RevisionRecorder) -> None:
+    """One synchronous commit that writes: PostgreSQL flushes the WAL up to it, and so
+    every revision committed before it (see ``set_session_timeouts``)."""
+    if not recorder.applied:
+        return
+    with contextlib.suppress(Exception):  # after a lost connection there is nothing to flush
+        connection.rollback()
+        connection.execute(text("SET synchronous_commit = on"))
+        connection.execute(text(f"UPDATE {checksums.TABLE} SET recorded_at = recorded_at "
+                                "WHERE revision = :revision"), {"revision": recorder.applied[-1]})
+        connection.commit()
+
+
 def run_locked(connection: Connection, ctx: MigrationContext, scripts: ScriptDirectory,
                settings: Config, run: Callable[[], None], recorder: RevisionRecorder) -> None:
     """Everything a schema-changing command does, under the lock."""
     started = time.perf_counter()
     with migration_lock(connection, settings.migration_lock_wait):
         set_session_timeouts(connection, settings)
-        steps = preflight(connection, ctx, scripts, settings)
+        steps, recorder.on_disk = preflight(connection, ctx, scripts, settings)
         before = _label(ctx.get_current_heads())
         if not steps:
             log.info("nothing to apply: the database is at %s", before)
             return
         log.info("running %d revision(s) from %s", len(steps), before)
         backup_first(connection, ctx, steps)
-        run_with_retries(connection, ctx, steps, run, recorder, settings)
+        try:
+            run_with_retries(connection, ctx, steps, run, recorder, settings)
+        finally:
+            make_durable(connection, recorder)
     elapsed = time.perf_counter() - started
     after = _label(recorder.heads or ())
     log.info("database now at %s: %d revision(s) from %s in %.3fs",

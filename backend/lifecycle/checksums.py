@@ -38,19 +38,15 @@ def script_checksums(scripts: ScriptDirectory) -> dict[str, str]:
     return {rev.revision: file_checksum(rev.path) for rev in scripts.walk_revisions()}
 
 
-def recorded_checksums(connection: Connection) -> dict[str, str]:
-    if connection.scalar(text(f"SELECT to_regclass('{TABLE}')")) is None:
-        return {}
-    rows = connection.execute(text(f"SELECT revision, checksum FROM {TABLE}"))
-    return {revision: checksum.strip() for revision, checksum in rows}
-
-
 def ensure_table(connection: Connection) -> None:
     connection.execute(CREATE_TABLE)
 
 
-def record(connection: Connection, revision: str, path: str | Path) -> None:
-    connection.execute(_UPSERT, {"revision": revision, "checksum": file_checksum(path),
+def record(connection: Connection, revision: str, path: str | Path,
+           checksum: str | None = None) -> None:
+    """Store the file's checksum (given when already computed, else read now)."""
+    connection.execute(_UPSERT, {"revision": revision,
+                                 "checksum": checksum or file_checksum(path),
                                  "filename": Path(path).name})
 
 

@@ -94,9 +94,15 @@ def schema_status(connection: Connection, scripts: ScriptDirectory,
                   on_disk: dict[str, str] | None = None,
                   allow_edited: bool = False) -> SchemaStatus:
     """Compare the database with the scripts: pending revisions, or a reason to refuse."""
-    heads = sorted(scripts.get_heads())
     current, recorded = read_state(connection)
-    status = SchemaStatus(current=current, head=heads)
+    return evaluate(scripts, current, recorded, on_disk, allow_edited)
+
+
+def evaluate(scripts: ScriptDirectory, current: list[str], recorded: dict[str, str],
+             on_disk: dict[str, str] | None = None, allow_edited: bool = False) -> SchemaStatus:
+    """The verdict for a database state; pure, so a caller may cache it per state."""
+    heads = sorted(scripts.get_heads())
+    status = SchemaStatus(current=list(current), head=heads)
     if len(heads) > 1:
         status.reason = heads_reason(heads)
         return status

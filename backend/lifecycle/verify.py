@@ -1,0 +1,725 @@
+"""``scripts/verify_migrations.sh``: prove every revision's downgrade undoes its upgrade, fast.
+
+pytest-alembic's ``test_downgrade_leaves_no_trace`` reflects the whole schema into SQLAlchemy
+``MetaData`` and runs autogenerate against it twice per revision, and every step is an
+Alembic command (config, script directory, ``env.py``). Both costs grow with the history:
+about a quarter of a second per revision at a hundred revisions, minutes for a long-lived
+project. The same question has a cheaper answer: PostgreSQL can describe its own schema in
+one catalog query, and the revisions' ``upgrade()``/``downgrade()`` functions can run
+directly on one connection.
+
+So this module walks the history from base to head, in-process, on ONE connection of an
+empty scratch database, and for each revision R:
+
+1. upgrades R and takes the schema S1 (one catalog query: see :data:`SCHEMA_QUERY`);
+2. downgrades R: the schema must equal S0, the one before R's upgrade
+   ("downgrade of R (message) leaves a trace"), with one allowance: a constraint added
+   ``NOT VALID`` may be left validated, since PostgreSQL cannot undo ``VALIDATE CONSTRAINT``
+   (:func:`validated_since`). A downgrade raising ``NotImplementedError`` marks R as
+   irreversible on purpose, as pytest-alembic accepts it;
+3. upgrades R again: the schema must equal S1 ("upgrading R again gives a different
+   schema"), the up/down consistency that pytest-alembic's ``test_up_down_consistency``
+   checks by running it.
+
+At head, once, the schema is compared with the models exactly as ``flask db check`` does
+(``alembic check`` through ``migrations/env.py``, so with its ``include_name``).
+
+Each step runs in its own transaction, as ``env.py`` runs each revision in production, and a
+revision that steps out of it (``op.get_context().autocommit_block()``, for
+``CREATE INDEX CONCURRENTLY``) works as it does there. Every problem is collected: a downgrade
+that leaves a trace is rolled back, when it can be, so the walk goes on to the next
+revision. Only an upgrade that fails stops it, since nothing after it can run.
+
+What is compared: schemas, extensions, tables (partitioning, persistence, comments), columns
+(type, nullability, default, identity, generated, collation, comment), constraints
+(``pg_get_constraintdef`` and whether validated), indexes (``pg_get_indexdef`` and whether
+valid), sequences (parameters, owner), views, enum/domain/range/composite types, functions
+and triggers; not grants, owners, policies or row data. Column order is not compared (a
+downgrade that drops and re-adds a column is fine), as autogenerate does not compare it.
+``alembic_version`` and ``migration_checksums`` are left out.
+
+The revisions run without ``env.py``'s advisory lock, session timeouts, refusals and
+checksums: those guard a shared database, and this one is a scratch one no one else uses.
+A revision that reads ``alembic_version`` while it runs sees none: it is written once, at
+head.
+
+The database is either one the caller names (``--url`` or ``DATABASE_URL``), which must be
+empty and is left at head, or a scratch database this module creates on a server
+(``--server-url``, or the embedded development PostgreSQL when nothing is named) and drops
+at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from sqlalchemy import Connection, create_engine, text
+from sqlalchemy.engine import URL
+from sqlalchemy.pool import NullPool
+
+from backend import MIGRATIONS_DIR
+from backend.config import ConfigError, mask_url, parse_database_url
+from backend.lifecycle import LifecycleError, checksums
+from backend.lifecycle.database import describe_error
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import Script, ScriptDirectory
+
+PROG = "verify_migrations"
+# Alembic's and our own bookkeeping: they change with every revision by design.
+BOOKKEEPING = ("alembic_version", checksums.TABLE)
+SCRATCH_PREFIX = "verify"
+
+Schema = frozenset[str]
+
+# One line per schema object; two moments of one database with the same lines have the same
+# schema. One round trip whatever the size of the schema: the cost of a snapshot stays a
+# few milliseconds where reflecting into MetaData costs one query per table.
+SCHEMA_QUERY = r"""
+WITH ns AS (
+    SELECT oid, nspname FROM pg_namespace
+    WHERE nspname <> 'information_schema' AND nspname !~ '^pg_'
+), rel AS (
+    SELECT c.oid, c.relkind, c.relpersistence, c.relispartition, c.relpartbound, c.relname,
+           ns.nspname || '.' || c.relname AS qname
+    FROM pg_class c JOIN ns ON ns.oid = c.relnamespace
+    WHERE NOT (c.relkind IN ('r', 'p') AND c.relname = ANY($1))
+), tab AS (
+    SELECT * FROM rel WHERE relkind IN ('r', 'p', 'f')
+), comment AS (
+    SELECT objoid, objsubid, description FROM pg_description
+    WHERE classoid = 'pg_class'::regclass
+), extension_member AS (
+    SELECT classid, objid FROM pg_depend WHERE deptype = 'e'
+)
+SELECT 'schema ' || nspname FROM ns
+UNION ALL
+SELECT 'extension ' || e.extname || ' ' || e.extversion || ' in ' || n.nspname
+FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+UNION ALL
+SELECT 'table ' || t.qname
+       || CASE t.relkind WHEN 'p' THEN ' partitioned by ' || pg_get_partkeydef(t.oid)
+                         WHEN 'f' THEN ' foreign' ELSE '' END
+       || CASE WHEN t.relispartition
+               THEN ' partition of ' || (SELECT string_agg(inhparent::regclass::text, ', ')
+                                         FROM pg_inherits WHERE inhrelid = t.oid)
+                    || ' ' || pg_get_expr(t.relpartbound, t.oid)
+               ELSE '' END
+       || CASE t.relpersistence WHEN 'u' THEN ' unlogged' ELSE '' END
+       || coalesce(' comment ' || quote_literal(cm.description), '')
+FROM tab t LEFT JOIN comment cm ON cm.objoid = t.oid AND cm.objsubid = 0
+UNION ALL
+SELECT 'column ' || r.qname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+       || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
+       || CASE a.attidentity WHEN 'a' THEN ' generated always as identity'
+                             WHEN 'd' THEN ' generated by default as identity' ELSE '' END
+       || CASE WHEN a.attgenerated = 's'
+               THEN ' generated always as (' || pg_get_expr(d.adbin, d.adrelid) || ') stored'
+               ELSE coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '') END
+       || CASE WHEN a.attcollation <> 0 AND a.attcollation <> ty.typcollation
+               THEN ' collate ' || (SELECT quote_ident(collname) FROM pg_collation
+                                    WHERE oid = a.attcollation)
+               ELSE '' END
+       || coalesce(' comment ' || quote_literal(cm.description), '')
+FROM rel r
+JOIN pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped
+JOIN pg_type ty ON ty.oid = a.atttypid
+LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+LEFT JOIN comment cm ON cm.objoid = r.oid AND cm.objsubid = a.attnum
+WHERE r.relkind IN ('r', 'p', 'f', 'c')
+UNION ALL
+SELECT 'constraint ' || t.qname || '.' || co.conname || ' ' || x.def
+       || CASE WHEN NOT co.convalidated AND x.def !~ ' NOT VALID$' THEN ' NOT VALID'
+               ELSE '' END
+FROM tab t JOIN pg_constraint co ON co.conrelid = t.oid
+CROSS JOIN LATERAL (SELECT pg_get_constraintdef(co.oid) AS def) x
+UNION ALL
+SELECT 'index ' || r.qname || '.' || ic.relname || ' ' || pg_get_indexdef(i.indexrelid)
+       || CASE WHEN i.indisvalid THEN '' ELSE ' (invalid)' END
+FROM rel r JOIN pg_index i ON i.indrelid = r.oid JOIN pg_class ic ON ic.oid = i.indexrelid
+WHERE r.relkind IN ('r', 'p', 'm')
+UNION ALL
+SELECT 'sequence ' || r.qname || ' ' || format_type(s.seqtypid, NULL)
+       || ' start ' || s.seqstart || ' increment ' || s.seqincrement || ' min ' || s.seqmin
+       || ' max ' || s.seqmax || ' cache ' || s.seqcache
+       || CASE WHEN s.seqcycle THEN ' cycle' ELSE '' END
+       || coalesce(' owned by ' || (
+              SELECT d.refobjid::regclass::text || '.' || a.attname FROM pg_depend d
+              JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+              WHERE d.classid = 'pg_class'::regclass AND d.objid = r.oid
+                AND d.refclassid = 'pg_class'::regclass AND d.refobjsubid > 0
+                AND d.deptype IN ('a', 'i') LIMIT 1), '')
+FROM rel r JOIN pg_sequence s ON s.seqrelid = r.oid
+UNION ALL
+SELECT CASE r.relkind WHEN 'v' THEN 'view ' ELSE 'materialized view ' END || r.qname || ' '
+       || regexp_replace(pg_get_viewdef(r.oid), '\s+', ' ', 'g')
+FROM rel r WHERE r.relkind IN ('v', 'm')
+UNION ALL
+SELECT 'type ' || ns.nspname || '.' || ty.typname || CASE ty.typtype
+           WHEN 'e' THEN ' enum (' || coalesce((
+               SELECT string_agg(quote_literal(enumlabel), ', ' ORDER BY enumsortorder)
+               FROM pg_enum WHERE enumtypid = ty.oid), '') || ')'
+           WHEN 'd' THEN ' domain ' || format_type(ty.typbasetype, ty.typtypmod)
+               || CASE WHEN ty.typnotnull THEN ' not null' ELSE '' END
+               || coalesce(' default ' || ty.typdefault, '')
+           WHEN 'r' THEN ' range of ' || (SELECT format_type(rngsubtype, NULL) FROM pg_range
+                                         WHERE rngtypid = ty.oid)
+           ELSE ' composite' END
+FROM pg_type ty JOIN ns ON ns.oid = ty.typnamespace
+WHERE (ty.typtype IN ('e', 'd', 'r')
+       OR (ty.typtype = 'c' AND (SELECT relkind FROM pg_class WHERE oid = ty.typrelid) = 'c'))
+  AND NOT EXISTS (SELECT 1 FROM extension_member m
+                  WHERE m.classid = 'pg_type'::regclass AND m.objid = ty.oid)
+UNION ALL
+SELECT 'constraint ' || ns.nspname || '.' || ty.typname || '.' || co.conname || ' '
+       || pg_get_constraintdef(co.oid)
+FROM pg_constraint co JOIN pg_type ty ON ty.oid = co.contypid
+JOIN ns ON ns.oid = ty.typnamespace
+UNION ALL
+SELECT 'function ' || ns.nspname || '.' || p.proname
+       || '(' || pg_get_function_identity_arguments(p.oid) || ') ' || p.prokind::text
+       || coalesce(' returns ' || pg_get_function_result(p.oid), '') || ' ' || l.lanname
+       || ' ' || p.provolatile::text || CASE WHEN p.prosecdef THEN ' security definer' ELSE '' END
+       || ' body ' || md5(coalesce(p.prosrc, '') || coalesce(p.probin, ''))
+FROM pg_proc p JOIN ns ON ns.oid = p.pronamespace JOIN pg_language l ON l.oid = p.prolang
+WHERE NOT EXISTS (SELECT 1 FROM extension_member m
+                  WHERE m.classid = 'pg_proc'::regclass AND m.objid = p.oid)
+UNION ALL
+SELECT 'trigger ' || t.qname || '.' || tg.tgname || ' ' || pg_get_triggerdef(tg.oid)
+       || CASE tg.tgenabled WHEN 'D' THEN ' disabled' ELSE '' END
+FROM tab t JOIN pg_trigger tg ON tg.tgrelid = t.oid
+WHERE NOT tg.tgisinternal
+"""
+
+_PREPARED = "verify_migrations_schema"
+
+# What makes a database not empty, for --url: anything a revision could have created.
+_OCCUPIED = r"""
+SELECT n.nspname || '.' || c.relname FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+  AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'
+ORDER BY 1 LIMIT 6
+"""
+
+
+def snapshot(connection: Connection) -> Schema:
+    """The schema of the connection's database as a set of lines (:data:`SCHEMA_QUERY`).
+
+    Runs in the connection's current transaction, so a step can be judged before it
+    commits and rolled back when it fails. The query is prepared once per database
+    connection (a prepared statement outlives transactions and rollbacks): planning it
+    costs about as much as a fifth of running it, three times per revision.
+    """
+    if not connection.info.get(_PREPARED):
+        connection.exec_driver_sql(f"PREPARE {_PREPARED}(text[]) AS {SCHEMA_QUERY}")
+        connection.info[_PREPARED] = True
+    rows = connection.exec_driver_sql(f"EXECUTE {_PREPARED}(%(skip)s)",
+                                      {"skip": list(BOOKKEEPING)})
+    return frozenset(row[0] for row in rows)
+
+
+def schema_diff(expected: Schema, actual: Schema) -> list[str]:
+    """``- line`` for what ``expected`` has and ``actual`` lacks, ``+ line`` for the reverse,
+    sorted by object so a changed column shows its two versions next to each other."""
+    lines = [(line, "-") for line in expected - actual]
+    lines += [(line, "+") for line in actual - expected]
+    return [f"{sign} {line}" for line, sign in sorted(lines)]
+
+
+NOT_VALID = " NOT VALID"
+
+
+def validated_since(before: Schema, after: Schema) -> set[str]:
+    """Constraints ``NOT VALID`` in ``before`` and the same but validated in ``after``.
+
+    PostgreSQL cannot mark a validated constraint ``NOT VALID`` again, so the downgrade of a
+    revision that only runs ``VALIDATE CONSTRAINT`` rightly does nothing; the constraint
+    accepts exactly the same writes either way, and its own revision's downgrade drops it.
+    That one difference is no trace. The opposite (a downgrade that leaves a constraint
+    weaker than it found it) is one.
+    """
+    return {line for line in before - after
+            if line.startswith("constraint ") and line.endswith(NOT_VALID)
+            and line[:-len(NOT_VALID)] in after}
+
+
+def restored(before: Schema, after: Schema) -> bool:
+    """Whether a downgrade that left ``after`` restored ``before``: equal, but for
+    :func:`validated_since`."""
+    if before == after:
+        return True
+    validated = validated_since(before, after)
+    return (before - after == validated
+            and after - before == {line[:-len(NOT_VALID)] for line in validated})
+
+
+@dataclass
+class RevisionResult:
+    """What happened to one revision: its steps' durations and its problems."""
+
+    revision: str
+    message: str
+    seconds: dict[str, float] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    note: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.revision} ({self.message})"
+
+    def line(self) -> str:
+        """One line for ``-v``: verdict, revision, and the time of each step."""
+        steps = "  ".join(f"{name} {seconds:.3f} s" for name, seconds in self.seconds.items())
+        verdict = "FAIL" if self.problems else "ok  "
+        extra = f"  ({self.note})" if self.note else ""
+        return f"{verdict} {self.label}  {steps}{extra}".rstrip()
+
+
+@dataclass
+class Report:
+    """The outcome of a verification: per revision, whole-run problems, and timings."""
+
+    revisions: list[RevisionResult] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    walk_seconds: float = 0.0
+    models_seconds: float | None = None
+    stopped_at: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.all_problems()
+
+    @property
+    def seconds(self) -> float:
+        return self.walk_seconds + (self.models_seconds or 0.0)
+
+    def all_problems(self) -> list[str]:
+        """Every problem, the revisions' in history order first."""
+        return [p for result in self.revisions for p in result.problems] + self.problems
+
+    def summary(self) -> str:
+        count = len(self.revisions)
+        per = self.seconds / count if count else 0.0
+        return f"verified {count} revision(s) in {self.seconds:.2f} s ({per:.3f} s per revision)"
+
+
+class _Walk:
+    """The walk over the history on one connection, through one MigrationContext."""
+
+    def __init__(self, connection: Connection, ctx: MigrationContext, report: Report,
+                 on_revision: Callable[[RevisionResult], None] | None) -> None:
+        self.connection = connection
+        self.ctx = ctx
+        self.report = report
+        self.on_revision = on_revision
+
+    def step(self, fn: Callable[[], Any],
+             keep: Callable[[Schema], bool] | None = None) -> tuple[Schema, float, bool]:
+        """Run ``fn`` (a revision's ``upgrade`` or ``downgrade``) in its own transaction, as
+        env.py runs a revision, and snapshot the schema before it commits; roll it back
+        instead when ``keep`` says no. Returns the schema ``fn`` left, its duration, and
+        whether it was kept (committed)."""
+        started = time.perf_counter()
+        with self.ctx.begin_transaction() as transaction:
+            fn()
+            schema = snapshot(self.connection)
+            kept = keep is None or keep(schema)
+            if not kept:
+                transaction.rollback()
+        return schema, time.perf_counter() - started, kept
+
+    def settled(self) -> Schema:
+        """The schema now, read outside any transaction of the context's."""
+        schema = snapshot(self.connection)
+        self.connection.commit()
+        return schema
+
+    def revision(self, script: Script, before: Schema) -> Schema | None:
+        """Upgrade, downgrade and upgrade again one revision; return the schema the walk goes
+        on from, or None when it cannot go on."""
+        result = RevisionResult(script.revision, script.doc or "")
+        self.report.revisions.append(result)
+        label = result.label
+        module = script.module
+        try:
+            after, result.seconds["up"], _ = self.step(module.upgrade)
+        except Exception as exc:
+            result.problems.append(f"upgrade of {label} failed: {_error(exc)}")
+            return self.done(result, None)
+
+        try:
+            downgraded, result.seconds["down"], kept = self.step(
+                module.downgrade, lambda schema: restored(before, schema))
+        except NotImplementedError:
+            # pytest-alembic's rule: an irreversible revision says so by raising.
+            result.note = "downgrade not implemented: irreversible on purpose"
+            return self.done(result, self.resume(result, after))
+        except Exception as exc:
+            result.problems.append(f"downgrade of {label} failed: {_error(exc)}")
+            return self.done(result, self.resume(result, after))
+        if not kept:
+            result.problems.append(f"downgrade of {label} leaves a trace (- before the "
+                                   "upgrade only, + after the downgrade only):\n    "
+                                   + "\n    ".join(schema_diff(before, downgraded)))
+            return self.done(result, self.resume(result, after))
+        validated = validated_since(before, downgraded)
+        if validated:
+            result.note = ("downgrade leaves validated: " + ", ".join(
+                sorted(line.split()[1] for line in validated)))
+
+        try:
+            again, result.seconds["up again"], _ = self.step(module.upgrade)
+        except Exception as exc:
+            result.problems.append(f"upgrading {label} again failed (its downgrade does not "
+                                   f"leave what its upgrade expects): {_error(exc)}")
+            return self.done(result, None)
+        if again != after:
+            result.problems.append(f"upgrading {label} again gives a different schema (- after "
+                                   "the first upgrade only, + after the second only):\n    "
+                                   + "\n    ".join(schema_diff(after, again)))
+        return self.done(result, again)
+
+    def resume(self, result: RevisionResult, after: Schema) -> Schema | None:
+        """After a downgrade was rolled back: go on from the upgraded schema if the rollback
+        restored it. A revision that committed part of its downgrade outside its
+        transaction (``autocommit_block``) leaves the database where the walk cannot trust
+        the comparisons of the revisions after it."""
+        if self.settled() == after:
+            return after
+        result.problems.append(f"cannot go on after {result.label}: its downgrade committed "
+                               "changes outside its transaction (autocommit_block)")
+        return None
+
+    def done(self, result: RevisionResult, schema: Schema | None) -> Schema | None:
+        if schema is None:
+            self.report.stopped_at = result.revision
+        if self.on_revision is not None:
+            self.on_revision(result)
+        return schema
+
+
+def _error(exc: BaseException) -> str:
+    """One line for a failed step: the database's message, or the Python error's type and
+    message (a typo in a revision is not a database error)."""
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, DBAPIError):
+        return describe_error(exc)
+    return f"{type(exc).__name__}: {describe_error(exc)}"
+
+
+def history(directory: Path) -> tuple[AlembicConfig, ScriptDirectory, list[Script]]:
+    """Alembic's config and script directory for ``directory``, and its revisions from base to
+    head (parents before children), the order ``alembic upgrade`` applies them in."""
+    from alembic.config import Config as AlembicConfig
+    from alembic.script import ScriptDirectory
+
+    config = AlembicConfig(str(directory / "alembic.ini"))
+    config.set_main_option("script_location", str(directory))
+    scripts = ScriptDirectory.from_config(config)
+    return config, scripts, list(reversed(list(scripts.walk_revisions("base", "heads"))))
+
+
+def walk(connection: Connection, directory: Path = MIGRATIONS_DIR, report: Report | None = None,
+         on_revision: Callable[[RevisionResult], None] | None = None) -> Report:
+    """Walk the history on ``connection`` (an empty database, not in a transaction), checking
+    each revision; stamp the heads at the end when every upgrade went in.
+
+    The session commits without waiting for the WAL flush (``synchronous_commit = off``): a
+    server crash could lose the last commits, which in a scratch database costs nothing, and
+    three commits per revision no longer wait for the disk.
+    """
+    from alembic.operations import Operations
+    from alembic.runtime.environment import EnvironmentContext
+
+    report = report or Report()
+    config, scripts, revisions = history(directory)
+    started = time.perf_counter()
+    connection.execute(text("SET synchronous_commit = off"))
+    connection.commit()
+    # One context for the whole walk: revisions see the usual `op` and `alembic.context`.
+    with EnvironmentContext(config, scripts) as environment:
+        environment.configure(connection=connection, transaction_per_migration=False)
+        ctx = environment.get_context()
+        state: Schema | None = snapshot(connection)
+        connection.commit()
+        walker = _Walk(connection, ctx, report, on_revision)
+        with Operations.context(ctx):
+            for script in revisions:
+                state = walker.revision(script, state)
+                if state is None:
+                    break
+        if state is not None:
+            with ctx.begin_transaction():
+                ctx.stamp(scripts, "heads")
+    report.walk_seconds = time.perf_counter() - started
+    return report
+
+
+def describe_diff(diff: Any) -> str:
+    """One autogenerate difference, short: ``add_column tasks.notes``.
+
+    Alembic gives tuples such as ``('add_column', schema, 'tasks', Column)`` or
+    ``('modify_type', schema, 'tasks', 'priority', ...)``, and lists of them.
+    """
+    if isinstance(diff, list):
+        return ", ".join(describe_diff(item) for item in diff)
+    if not isinstance(diff, tuple) or not diff:
+        return str(diff)
+    named = next((item for item in diff[1:] if getattr(item, "name", None)), None)
+    if named is not None:
+        table = getattr(getattr(named, "table", None), "name", None)
+        path = f"{table}.{named.name}" if table and table != named.name else str(named.name)
+    else:
+        path = ".".join(item for item in diff[1:4] if isinstance(item, str))
+    return f"{diff[0]} {path}"
+
+
+def compare_models(connection: Connection, url: URL, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """What ``flask db check`` would report on ``connection`` (at head): the app's models
+    against the schema, through ``directory``'s ``env.py`` (so its ``include_name`` and
+    Flask-Migrate's ``compare_type``/``compare_server_default`` apply). Empty when they
+    match."""
+    from alembic import command
+    from alembic.util import AutogenerateDiffsDetected
+
+    from backend import create_app
+    from backend.config import Config
+    from backend.extensions import db
+
+    app = create_app(Config(database_url=url))
+    try:
+        with app.app_context():
+            config = app.extensions["migrate"].migrate.get_config(directory=str(directory))
+            config.attributes["connection"] = connection  # env.py migrates on it, no other
+            config.stdout = io.StringIO()  # "No new upgrade operations detected."
+            try:
+                command.check(config)
+            except AutogenerateDiffsDetected as exc:
+                return [describe_diff(diff) for diff in exc.diffs]
+            finally:
+                connection.rollback()
+            return []
+    finally:
+        with app.app_context():
+            db.engine.dispose()
+
+
+def occupied(connection: Connection) -> list[str]:
+    """Up to six relations already in the database (empty when it is empty)."""
+    names = [row[0] for row in connection.execute(text(_OCCUPIED))]
+    connection.rollback()
+    return names
+
+
+def verify(url: URL, directory: Path = MIGRATIONS_DIR, *, models: bool = True,
+           on_revision: Callable[[RevisionResult], None] | None = None) -> Report:
+    """Verify the history in ``directory`` on the EMPTY database at ``url`` (left at head).
+
+    Raises :class:`LifecycleError` when it cannot run at all (no connection, a database
+    that is not empty); problems with the revisions are in the returned report.
+    """
+    engine = create_engine(url, poolclass=NullPool, connect_args={
+        "connect_timeout": 10, "application_name": PROG})
+    try:
+        try:
+            connection = engine.connect()
+        except Exception as exc:
+            raise LifecycleError(f"cannot connect to {mask_url(url)}: {describe_error(exc)}") \
+                from None
+        with connection:
+            found = occupied(connection)
+            if found:
+                raise LifecycleError(
+                    f"refusing to verify on {mask_url(url)}: the database is not empty (it has "
+                    f"{', '.join(found[:5])}{', ...' if len(found) > 5 else ''}); give an "
+                    "empty scratch database, or --server-url to have one made and dropped")
+            report = walk(connection, directory, on_revision=on_revision)
+            if report.stopped_at is not None:
+                report.problems.append("the schema at head was not compared with the models: "
+                                       f"the walk stopped at {report.stopped_at}")
+            elif models:
+                started = time.perf_counter()
+                try:
+                    diffs = compare_models(connection, url, directory)
+                except Exception as exc:
+                    diffs = None
+                    report.problems.append("the comparison of the schema at head with the "
+                                           f"models failed: {_error(exc)}")
+                report.models_seconds = time.perf_counter() - started
+                if diffs:
+                    report.problems.append("the schema at head does not match the models; "
+                                           "autogenerate would write: " + "; ".join(diffs))
+            return report
+    finally:
+        engine.dispose()
+
+
+# --- scratch databases and the command line -------------------------------------------------
+
+
+def _admin(server: URL, statement: str) -> None:
+    """One statement outside a transaction (CREATE/DROP DATABASE need that)."""
+    import psycopg2
+
+    from backend.lifecycle.database import connect_kwargs
+
+    try:
+        conn = psycopg2.connect(**connect_kwargs(server), connect_timeout=10,
+                                application_name=PROG)
+    except psycopg2.Error as exc:
+        raise LifecycleError(f"cannot connect to {mask_url(server)}: {describe_error(exc)}") \
+            from None
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+    except psycopg2.Error as exc:
+        raise LifecycleError(f"{statement} on {mask_url(server)} failed: "
+                             f"{describe_error(exc)}") from None
+    finally:
+        conn.close()
+
+
+def scratch_name() -> str:
+    """Unique, and telling: what made it and when."""
+    return f"{SCRATCH_PREFIX}_{datetime.now(UTC):%Y%m%d%H%M%S}_{secrets.token_hex(3)}"
+
+
+@contextlib.contextmanager
+def scratch_database(server: URL) -> Iterator[URL]:
+    """An empty database on ``server``'s cluster, dropped however the block ends (also on
+    SIGTERM, which becomes SystemExit here so the ``finally`` runs)."""
+    name = scratch_name()
+    previous = signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        _admin(server, f'CREATE DATABASE "{name}" TEMPLATE template0')
+        try:
+            yield server.set(database=name)
+        finally:
+            _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scripts/verify_migrations.sh",
+        description="Upgrade, downgrade and upgrade again every revision, base to head, on "
+                    "an empty scratch database; check that each downgrade restores the schema "
+                    "exactly, that the second upgrade gives the same schema, and that the "
+                    "schema at head matches the models. Exit 0: all good; 1: problems found "
+                    "(each names its revision); 2: could not verify.")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--url", help="an EMPTY database to verify on (refused if it has "
+                       "tables); it is left at head. Default: DATABASE_URL")
+    where.add_argument("--server-url", help="a server (any database URL on it, the role needs "
+                       "CREATEDB): a scratch database is created there and dropped at the end. "
+                       "Without --url, --server-url and DATABASE_URL: the embedded "
+                       "development PostgreSQL")
+    parser.add_argument("--migrations", type=Path, default=MIGRATIONS_DIR,
+                        help="the migrations directory (default: %(default)s)")
+    parser.add_argument("--no-models", action="store_true",
+                        help="skip the comparison with the models at head (for a history "
+                             "that is not this app's)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="one line per revision, with the time of each step")
+    return parser.parse_args(argv)
+
+
+def _target(args: argparse.Namespace) -> tuple[str, str]:
+    """("url" | "server", raw URL) from the options and the environment; ("embedded", "")
+    when nothing names a database."""
+    if args.url:
+        return "url", args.url
+    if args.server_url:
+        return "server", args.server_url
+    if os.environ.get("DATABASE_URL", "").strip():
+        return "url", os.environ["DATABASE_URL"]
+    return "embedded", ""
+
+
+def _quiet(verbose: bool) -> None:
+    """Our lines say what happens; Alembic's and the app's log lines only with -v."""
+    import logging
+
+    from backend.logs import configure_logging
+
+    configure_logging(os.environ.get("LOG_FORMAT", "text").strip().lower() or "text")
+    for name in ("backend", "alembic", "flask_migrate"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """Verify as the options say; print the report; the exit status."""
+    def progress(message: str) -> None:
+        print(f"{PROG}: {message}", file=err, flush=True)
+
+    def on_revision(result: RevisionResult) -> None:
+        if args.verbose:
+            print(result.line(), file=out, flush=True)
+
+    # A relative --migrations is the caller's: the script runs from the repository root.
+    directory = (Path(os.environ.get("VERIFY_CALLER_DIR", ".")) / args.migrations).resolve()
+
+    def verify_on(url: URL) -> Report:
+        progress(f"verifying {directory} on {mask_url(url)}")
+        return verify(url, directory, models=not args.no_models, on_revision=on_revision)
+
+    kind, raw = _target(args)
+    try:
+        if kind == "url":
+            report = verify_on(parse_database_url(raw, "--url" if args.url else "DATABASE_URL"))
+        else:
+            with contextlib.ExitStack() as stack:
+                if kind == "embedded":
+                    from backend.lifecycle.embedded import embedded_database_url
+
+                    progress("no --url, --server-url or DATABASE_URL: using the embedded "
+                             "development PostgreSQL")
+                    raw = stack.enter_context(embedded_database_url())
+                server = parse_database_url(raw, "--server-url")
+                scratch = stack.enter_context(scratch_database(server))
+                progress(f"created scratch database {scratch.database}; dropped at the end")
+                report = verify_on(scratch)
+    except (LifecycleError, ConfigError) as exc:
+        progress(str(exc))
+        return 2
+    for problem in report.all_problems():
+        print(problem, file=out)
+    if args.verbose:
+        models = ("not compared with the models" if report.models_seconds is None
+                  else f"models compared in {report.models_seconds:.2f} s")
+        print(f"walk {report.walk_seconds:.2f} s; {models}", file=out)
+    print(report.summary() + ("" if report.ok else
+                              f": {len(report.all_problems())} problem(s)"), file=out)
+    return 0 if report.ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    _quiet(args.verbose)
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
