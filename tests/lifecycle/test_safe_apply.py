@@ -375,3 +375,23 @@ def test_a_revision_can_set_its_own_timeout(head_db, tmp_path):
     assert proc.returncode != 0
     assert "canceling statement due to statement timeout" in proc.stdout + proc.stderr
     assert version(head_db) == [parent]
+
+
+def test_session_settings_hold_in_every_revision_even_in_an_autocommit_block(head_db, tmp_path):
+    # Arrange: a revision that fails unless the migration session's settings are in force,
+    # inside its transaction and inside an autocommit block.
+    repo = copy_repository(tmp_path / "repo")
+    check = ('op.execute("DO $$ BEGIN IF current_setting(\'lock_timeout\') <> \'3s\' '
+             "OR current_setting('statement_timeout') <> '7min' "
+             "OR current_setting('synchronous_commit') <> 'off' "
+             "THEN RAISE EXCEPTION 'settings not in force'; END IF; END $$\")")
+    write_revision(repo, "5e77aaaa0001", head_revision(repo), "check session settings",
+                   upgrade=f"{check}\nwith op.get_context().autocommit_block():\n    {check}")
+
+    # Act
+    proc = run_flask(["db", "upgrade"], head_db, cwd=repo, check=False,
+                     MIGRATION_LOCK_TIMEOUT="3s", MIGRATION_STATEMENT_TIMEOUT="7min")
+
+    # Assert
+    assert proc.returncode == 0, proc.stderr
+    assert version(head_db) == ["5e77aaaa0001"]
