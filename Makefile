@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench verify-migrations clean
 
 install: $(STAMP)
 
@@ -27,6 +27,9 @@ lint: install
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	scripts/lint_migrations.sh
+
+verify-migrations: install
+	scripts/verify_migrations.sh $(VERIFY_ARGS)
 
 bench: install
 	$(BIN)/python -m bench.run
