@@ -30,6 +30,7 @@ import psycopg2
 from sqlalchemy.engine import URL
 
 from backend.config import parse_database_url
+from backend.lifecycle.database import connect_kwargs
 
 ROOT = Path(__file__).resolve().parent.parent
 # The project's venv when there is one: a child runs what `make` installed, as a user would.
@@ -171,12 +172,6 @@ class BenchResult:
 
 
 # --- the throwaway PostgreSQL ----------------------------------------------------------------
-
-def connect_kwargs(url: URL) -> dict[str, Any]:
-    kwargs = url.translate_connect_args(username="user", database="dbname")
-    kwargs.update({k: v for k, v in url.query.items() if isinstance(v, str)})
-    return kwargs
-
 
 def connect(url: URL, autocommit: bool = True, **extra: Any):
     """A psycopg2 connection (autocommit by default): benchmarks time SQL, not an ORM."""

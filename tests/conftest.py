@@ -21,15 +21,10 @@ import pytest
 from sqlalchemy.engine import URL
 
 from backend.config import parse_database_url
+from backend.lifecycle.database import connect_kwargs
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = str(Path(sys.executable).parent)
-
-
-def connect_kwargs(url: URL) -> dict:
-    kwargs = url.translate_connect_args(username="user", database="dbname")
-    kwargs.update({k: v for k, v in url.query.items() if isinstance(v, str)})
-    return kwargs
 
 
 def execute_sql(url: URL, statement: str, params=None) -> list[tuple]:
