@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import history, live, readyz, startup
+from bench import history, live, readyz, startup, verify
 from bench.common import BenchResult, Context, log, machine_info, postgres
 
 HERE = Path(__file__).resolve().parent
@@ -40,13 +40,11 @@ class Benchmark:
     run: Callable[[Context], BenchResult]
 
 
-# The registry, in report order. Benchmark 3 (migration verification: the migration test
-# suite on generated histories N=10 and 100, against pytest-alembic's defaults) goes in as
-# `Benchmark(3, "verify", verify.run)` once bench/verify.py exists; history.generate_history()
-# already writes the histories it needs.
+# The registry, in report order.
 BENCHMARKS: list[Benchmark] = [
     Benchmark(1, "startup", startup.run),
     Benchmark(2, "history", history.run),
+    Benchmark(3, "verify", verify.run),
     Benchmark(4, "live", live.run),
     Benchmark(5, "readyz", readyz.run),
 ]
