@@ -35,7 +35,7 @@ _TABLES_EXIST = ("SELECT to_regclass('alembic_version') IS NOT NULL, "
 _VERSIONS = "SELECT 'v', version_num, NULL FROM alembic_version"
 _CHECKSUMS = f"SELECT 'c', revision, checksum FROM {checksums.TABLE}"
 
-State = tuple[tuple[str, ...], tuple[tuple[str, str], ...]]
+State = tuple[tuple[str, str, str | None], ...]  # the rows, as read: the cache key
 
 
 @health.get("/healthz")
@@ -50,42 +50,44 @@ class _StateReader:
         self.lock = threading.Lock()
         self.pid = 0
         self.conn = None
+        self.cur = None
+        self.prepared = False
 
-    def _connect(self, url: URL):
+    def _connect(self, url: URL) -> None:
         kwargs = connect_kwargs(url)
         kwargs.update(connect_timeout=3, application_name="backend-readyz")
-        conn = psycopg2.connect(**kwargs)
-        conn.autocommit = True
-        return conn
+        self.conn = psycopg2.connect(**kwargs)
+        self.conn.autocommit = True
+        self.cur, self.pid, self.prepared = self.conn.cursor(), os.getpid(), False
 
     def _query(self, url: URL) -> list[tuple]:
         if self.conn is None or self.pid != os.getpid() or self.conn.closed:
-            self.conn, self.pid = self._connect(url), os.getpid()
-        with self.conn.cursor() as cur:
-            try:
-                cur.execute(f"{_VERSIONS} UNION ALL {_CHECKSUMS}")
-            except psycopg2.errors.UndefinedTable:  # not migrated (fully) yet
-                cur.execute(_TABLES_EXIST)
-                has_versions, has_checksums = cur.fetchone()
-                parts = [q for q, ok in ((_VERSIONS, has_versions), (_CHECKSUMS, has_checksums))
-                         if ok]
-                if not parts:
-                    return []
-                cur.execute(" UNION ALL ".join(parts))
-            return cur.fetchall()
+            self._connect(url)
+        cur = self.cur
+        try:
+            if not self.prepared:  # parsed and planned once per connection, not per request
+                cur.execute(f"PREPARE readyz_state AS {_VERSIONS} UNION ALL {_CHECKSUMS}")
+                self.prepared = True
+            cur.execute("EXECUTE readyz_state")
+        except psycopg2.errors.UndefinedTable:  # not migrated (fully) yet
+            cur.execute(_TABLES_EXIST)
+            has_versions, has_checksums = cur.fetchone()
+            parts = [q for q, ok in ((_VERSIONS, has_versions), (_CHECKSUMS, has_checksums))
+                     if ok]
+            if not parts:
+                return []
+            cur.execute(" UNION ALL ".join(parts))
+        return cur.fetchall()
 
     def read(self, url: URL) -> State:
         with self.lock:
             try:
-                rows = self._query(url)
+                return tuple(self._query(url))
             except (psycopg2.OperationalError, psycopg2.InterfaceError):
                 if self.conn is not None and not self.conn.closed:
                     raise
                 self.conn = None  # stale after a database restart: one fresh try
-                rows = self._query(url)
-        current = tuple(sorted(rev for kind, rev, _ in rows if kind == "v"))
-        recorded = tuple(sorted((rev, d.strip()) for kind, rev, d in rows if kind == "c"))
-        return current, recorded
+                return tuple(self._query(url))
 
 
 _reader = _StateReader()
@@ -93,9 +95,10 @@ _reader = _StateReader()
 
 @lru_cache(maxsize=64)
 def _answer(directory: str, state: State, allow_edited: bool) -> tuple[bytes, int]:
-    current, recorded = state
-    status = evaluate(load_scripts(directory), list(current), dict(recorded),
-                      disk_checksums(directory), allow_edited)
+    current = sorted(rev for kind, rev, _ in state if kind == "v")
+    recorded = {rev: digest.strip() for kind, rev, digest in state if kind == "c"}
+    status = evaluate(load_scripts(directory), current, recorded, disk_checksums(directory),
+                      allow_edited)
     body = {"status": "ready" if status.at_head else "not ready", "database": "ok",
             **status.as_dict()}
     return json.dumps(body).encode(), 200 if status.at_head else 503

@@ -3,6 +3,7 @@
 from backend import create_app
 from backend.config import Config
 from tests.conftest import execute_sql, run_flask
+from tests.support import revisions
 
 
 def test_healthz_says_ok_without_a_database():
@@ -67,3 +68,15 @@ def test_readyz_survives_its_connection_being_dropped(client, head_db):
 
     # Assert: one fresh connection, no false alarm.
     assert response.status_code == 200, response.get_json()
+
+
+def test_readyz_on_a_database_never_migrated_lists_every_revision(empty_db):
+    app = create_app(Config(database_url=empty_db))
+
+    response = app.test_client().get("/readyz")
+
+    body = response.get_json()
+    assert response.status_code == 503
+    assert body["database"] == "ok"
+    assert body["current"] == []
+    assert body["pending"] == revisions()
