@@ -26,12 +26,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psycopg2
 from sqlalchemy.engine import URL
 
 from backend.config import ConfigError, mask_url, parse_database_url
 from backend.lifecycle import LifecycleError
-from backend.lifecycle.database import connect_kwargs, describe_error
+from backend.lifecycle.database import connect_kwargs, run_sql
 from backend.logs import mask_secrets
 
 log = logging.getLogger("backend.lifecycle")
@@ -232,32 +231,16 @@ def tool_error(stderr: str, password: str | None) -> str:
     return mask_secrets(line)
 
 
-def _query(url: URL, sql: str) -> list[tuple]:
-    """Rows of one read-only statement; a connection failure is a one-line refusal."""
-    try:
-        conn = psycopg2.connect(**connect_kwargs(url), connect_timeout=10)
-    except psycopg2.Error as exc:
-        raise LifecycleError(f"cannot connect to {mask_url(url)}: {describe_error(exc)}") from None
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-            return cur.fetchall()
-    except psycopg2.Error as exc:
-        raise LifecycleError(f"query on {mask_url(url)} failed: {describe_error(exc)}") from None
-    finally:
-        conn.close()
-
-
 def server_version_num(url: URL) -> int:
     """The server's version number (e.g. 180004), to pick a pg_dump that can dump it."""
-    return int(_query(url, "SHOW server_version_num")[0][0])
+    return int(run_sql(url, "SHOW server_version_num")[0][0])
 
 
 def current_revision(url: URL) -> list[str]:
     """The revisions in ``alembic_version`` (empty when the table is missing)."""
-    if _query(url, "SELECT to_regclass('alembic_version')")[0][0] is None:
+    if run_sql(url, "SELECT to_regclass('alembic_version')")[0][0] is None:
         return []
-    return [row[0] for row in _query(url, "SELECT version_num FROM alembic_version ORDER BY 1")]
+    return [row[0] for row in run_sql(url, "SELECT version_num FROM alembic_version ORDER BY 1")]
 
 
 def _as_url(url: URL | str) -> URL:
@@ -413,7 +396,7 @@ def _dump_tables(pg_restore: str, dump: Path, env: dict[str, str]) -> set[str] |
 
 
 def _database_tables(url: URL) -> set[str]:
-    rows = _query(url, """
+    rows = run_sql(url, """
         SELECT n.nspname || '.' || c.relname FROM pg_class c
         JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind IN ('r', 'p')

@@ -63,6 +63,33 @@ def try_connect(url: URL, timeout: float = 5.0) -> None:
     psycopg2.connect(**kwargs).close()
 
 
+def connect(url: URL, application_name: str = "backend", **extra):
+    """A driver connection in autocommit mode; failing to connect is one line, masked."""
+    try:
+        conn = psycopg2.connect(**connect_kwargs(url), connect_timeout=10,
+                                application_name=application_name, **extra)
+    except psycopg2.Error as exc:
+        raise LifecycleError(f"cannot connect to {mask_url(url)}: {describe_error(exc)}") \
+            from None
+    conn.autocommit = True
+    return conn
+
+
+def run_sql(url: URL, statement: str, application_name: str = "backend") -> list[tuple]:
+    """One statement outside a transaction (CREATE/DROP DATABASE need that); its rows.
+    Any failure is one line naming the statement's verb and the masked URL."""
+    conn = connect(url, application_name)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+            return cur.fetchall() if cur.description else []
+    except psycopg2.Error as exc:
+        raise LifecycleError(f"{statement.split()[0]} on {mask_url(url)} failed: "
+                             f"{describe_error(exc)}") from None
+    finally:
+        conn.close()
+
+
 def wait_for_database(url: URL, timeout: float, interval: float = 1.0) -> float:
     """Block until the database accepts a connection; return the seconds it took."""
     started = time.monotonic()

@@ -47,7 +47,7 @@ from sqlalchemy.engine import URL
 
 from backend.config import Config, ConfigError, mask_url, parse_database_url
 from backend.lifecycle import LifecycleError, checksums
-from backend.lifecycle.database import connect_kwargs, describe_error
+from backend.lifecycle.database import connect, describe_error, run_sql
 from backend.logs import mask_secrets
 
 PROG = "rehearse"
@@ -457,27 +457,11 @@ class Options:
 
 
 def _connect(url: URL, **extra: Any) -> Any:
-    try:
-        conn = psycopg2.connect(**connect_kwargs(url), connect_timeout=10,
-                                application_name="rehearse", **extra)
-    except psycopg2.Error as exc:
-        raise LifecycleError(f"cannot connect to {mask_url(url)}: {describe_error(exc)}") \
-            from None
-    conn.autocommit = True
-    return conn
+    return connect(url, "rehearse", **extra)
 
 
 def _execute(url: URL, statement: str) -> list[tuple]:
-    conn = _connect(url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement)
-            return cur.fetchall() if cur.description else []
-    except psycopg2.Error as exc:
-        raise LifecycleError(f"{statement.split()[0]} on {mask_url(url)} failed: "
-                             f"{describe_error(exc)}") from None
-    finally:
-        conn.close()
+    return run_sql(url, statement, "rehearse")
 
 
 def scratch_name(prefix: str) -> str:

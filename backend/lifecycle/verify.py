@@ -575,25 +575,9 @@ def verify(url: URL, directory: Path = MIGRATIONS_DIR, *, models: bool = True,
 
 def _admin(server: URL, statement: str) -> None:
     """One statement outside a transaction (CREATE/DROP DATABASE need that)."""
-    import psycopg2
+    from backend.lifecycle.database import run_sql
 
-    from backend.lifecycle.database import connect_kwargs
-
-    try:
-        conn = psycopg2.connect(**connect_kwargs(server), connect_timeout=10,
-                                application_name=PROG)
-    except psycopg2.Error as exc:
-        raise LifecycleError(f"cannot connect to {mask_url(server)}: {describe_error(exc)}") \
-            from None
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement)
-    except psycopg2.Error as exc:
-        raise LifecycleError(f"{statement} on {mask_url(server)} failed: "
-                             f"{describe_error(exc)}") from None
-    finally:
-        conn.close()
+    run_sql(server, statement, PROG)
 
 
 def scratch_name() -> str:
