@@ -31,6 +31,7 @@ from sqlalchemy.engine import URL
 
 from backend.config import parse_database_url
 from backend.lifecycle.database import connect_kwargs
+from tests.support import execute_sql as sql  # one statement, autocommit, its rows
 
 ROOT = Path(__file__).resolve().parent.parent
 # The project's venv when there is one: a child runs what `make` installed, as a user would.
@@ -178,17 +179,6 @@ def connect(url: URL, autocommit: bool = True, **extra: Any):
     conn = psycopg2.connect(**connect_kwargs(url), **extra)
     conn.autocommit = autocommit
     return conn
-
-
-def sql(url: URL, statement: str, params: Any = None) -> list[tuple]:
-    """One statement in autocommit mode; its rows (empty when it returns none)."""
-    conn = connect(url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement, params)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
 
 
 def url_text(url: URL) -> str:

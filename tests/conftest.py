@@ -16,27 +16,15 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg2
 import pytest
 from sqlalchemy.engine import URL
 
 from backend.config import parse_database_url
-from backend.lifecycle.database import connect_kwargs
+from backend.lifecycle.database import connect_kwargs  # noqa: F401  (tests import it from here)
+from tests.support import execute_sql
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = str(Path(sys.executable).parent)
-
-
-def execute_sql(url: URL, statement: str, params=None) -> list[tuple]:
-    """Run one statement in autocommit mode and return its rows (empty for none)."""
-    conn = psycopg2.connect(**connect_kwargs(url))
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement, params)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
 
 
 class PgServer:

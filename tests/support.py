@@ -14,6 +14,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import psycopg2
+from sqlalchemy.engine import URL
+
+from backend.lifecycle.database import connect_kwargs
+
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES = ("backend", "migrations", "scripts", "entrypoint.sh", "gunicorn.conf.py",
                  "wsgi.py", "pyproject.toml", ".squawk.toml")
@@ -161,3 +166,15 @@ def write_revision(repo: Path, rev: str, parent: str | tuple[str, ...] | None, m
         f"def upgrade():\n    {indent.join(upgrade.strip().splitlines())}\n\n\n"
         f"def downgrade():\n    {indent.join(downgrade.strip().splitlines())}\n")
     return path
+
+
+def execute_sql(url: URL, statement: str, params=None) -> list[tuple]:
+    """Run one statement in autocommit mode and return its rows (empty for none)."""
+    conn = psycopg2.connect(**connect_kwargs(url))
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement, params)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
