@@ -28,5 +28,13 @@ if [ -z "${DATABASE_URL:-}" ]; then
     exit 2
 fi
 
+# gunicorn reads WEB_CONCURRENCY itself as it loads, before gunicorn.conf.py checks the
+# settings, and dies with a traceback on anything but digits. Empty means unset (compose
+# renders an unset ${VAR:-} as ""); anything else not a number is refused the usual way.
+case "${WEB_CONCURRENCY-}" in
+    "") unset WEB_CONCURRENCY ;;
+    *[!0-9]*) exec python -m backend.config ;;
+esac
+
 say info "waiting for the database (up to ${DB_WAIT_TIMEOUT:-60}s), applying pending migrations, then serving on port ${PORT:-8000}"
 exec gunicorn --config gunicorn.conf.py wsgi:app

@@ -1,48 +1,61 @@
-"""gunicorn settings, read from the environment the entrypoint passes on."""
+"""gunicorn settings, from the service's ``Config`` (every setting checked before anything)."""
 
 import os
 import sys
 
 from backend.config import Config, ConfigError
+from backend.lifecycle.backup import backup_settings
 
-# A malformed setting is one line and exit 2, before anything loads.
+# A malformed setting is one line and exit 2, before anything loads or migrates.
 try:
-    Config.from_env()
+    settings = Config.from_env()
+    backup_settings()
 except ConfigError as exc:
     print(f"refusing to start: {exc}", file=sys.stderr)
     raise SystemExit(2) from None
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+bind = f"0.0.0.0:{settings.port}"
+workers = settings.web_concurrency
+# Threads, not one request per process: a request waiting on a slow or hung database holds
+# one thread, and /healthz (which touches no database) still finds a free one. The
+# README's "Workers and threads" gives the measurements behind the choice.
+worker_class = "gthread"
+threads = settings.threads
 # Load the app once in the master: workers fork with the imports done, so start-up
 # costs one import of the app instead of one per worker.
 preload_app = True
 # Heartbeat files in memory: a container's overlay disk can stall them.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
-graceful_timeout = 20
-accesslog = os.environ.get("ACCESS_LOG") or None
+timeout = settings.worker_timeout
+graceful_timeout = settings.graceful_timeout
+# One line per request (ACCESS_LOG=0 turns them off), gunicorn's usual line plus the
+# duration and the pid of the worker that answered, as <pid>.
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms %(p)s'
 errorlog = "-"
-loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+loglevel = settings.log_level
 
 
 def on_starting(server) -> None:
-    """Migrate in the master, after the app is loaded and before the port opens.
+    """In the master, after the app is loaded and before the port opens: wait for the
+    database and migrate (unless MIGRATE_ON_START=0), then close every connection that
+    took, so that nothing opened here is inherited by a worker."""
+    from backend.lifecycle.prestart import prepare_to_serve
 
-    MIGRATE_ON_START=0 serves without migrating (``/readyz`` then says what is pending).
-    """
-    if os.environ.get("MIGRATE_ON_START", "1") != "0":
-        from backend.lifecycle.prestart import migrate_before_serving
+    prepare_to_serve(server.app.wsgi(), migrate=settings.migrate_on_start)
 
-        migrate_before_serving(server.app.wsgi())
+
+def post_fork(server, worker) -> None:
+    """In each new worker (the first ones and every re-fork): bound every database wait."""
+    from backend.lifecycle.prestart import prepare_worker
+
+    prepare_worker(server.app.wsgi())
 
 
 # No control socket: nothing here uses gunicornc, and the home directory may be read-only.
 control_socket_disable = True
 
 # gunicorn's own lines in the service's format: text, or one JSON object per line.
-_json = os.environ.get("LOG_FORMAT", "text").strip().lower() == "json"
-_formatter = {"()": "backend.logs.JsonFormatter"} if _json else {
+_formatter = {"()": "backend.logs.JsonFormatter"} if settings.log_format == "json" else {
     "()": "backend.logs.MaskingFormatter",
     "fmt": "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s",
     "datefmt": "%Y-%m-%dT%H:%M:%S",
@@ -58,7 +71,8 @@ logconfig_dict = {
     "loggers": {
         "gunicorn.error": {"level": loglevel.upper(), "handlers": ["console"],
                            "propagate": False},
-        "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
+        "gunicorn.access": {"level": "INFO" if settings.access_log else "WARNING",
+                            "handlers": ["console"], "propagate": False},
         # Alembic announces its plugins at import time; nothing a reader needs.
         "alembic.runtime.plugins": {"level": "WARNING"},
     },

@@ -7,6 +7,7 @@ Everything that reaches a log line goes through :func:`mask_url`, so a password 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -37,8 +38,12 @@ def parse_database_url(raw: str | None, name: str = "DATABASE_URL") -> URL:
     try:
         url = make_url(raw.replace(scheme, DRIVER, 1))
         _ = url.port  # a non-numeric port is only detected when read
-    except (ArgumentError, ValueError) as exc:
-        raise ConfigError(f"{name} is malformed: {_mask_raw(raw)!r} ({exc})") from None
+    except (ArgumentError, ValueError):
+        # Never the parser's own words: with an unencoded '@' or ':' in the password, the
+        # "port" it fails to read is a piece of that password.
+        raise ConfigError(f"{name} is malformed: {_mask_raw(raw)!r} (the port is not a number, "
+                          "or the URL does not parse; percent-encode @ : / in a password)"
+                          ) from None
     if not url.database:
         raise ConfigError(f"{name} is malformed: no database name in {mask_url(url)!r}")
     return url
@@ -77,37 +82,62 @@ def _pg_duration(environ: Mapping[str, str], name: str, default: str) -> str:
     return raw
 
 
-def _int(environ: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+# An empty value means "not set": compose renders an unset ``${VAR:-}`` as "".
+def parse_int(environ: Mapping[str, str], name: str, default: int, minimum: int = 0,
+         maximum: int | None = None) -> int:
     raw = environ.get(name, "").strip()
     if not raw:
         return default
-    if not raw.isdigit() or int(raw) < minimum:
-        raise ConfigError(f"{name} must be a whole number >= {minimum}, got {raw!r}")
+    # isascii: str.isdigit() also accepts superscript and fullwidth digits (U+00B9, U+FF11).
+    ok = raw.isascii() and raw.isdigit() and minimum <= int(raw) <= (maximum or int(raw))
+    if not ok:
+        upper = f" and <= {maximum}" if maximum else ""
+        raise ConfigError(f"{name} must be a whole number >= {minimum}{upper}, got {raw!r}")
     return int(raw)
 
 
-def _flag(environ: Mapping[str, str], name: str, default: bool = False) -> bool:
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+def parse_flag(environ: Mapping[str, str], name: str, default: bool = False) -> bool:
+    """A yes/no setting, spelled the same way for every flag of the service."""
     raw = environ.get(name, "").strip().lower()
     if not raw:
         return default
-    if raw in ("1", "true", "yes", "on"):
+    if raw in TRUE_WORDS:
         return True
-    if raw in ("0", "false", "no", "off"):
+    if raw in FALSE_WORDS:
         return False
-    raise ConfigError(f"{name} must be 1 or 0, got {raw!r}")
+    raise ConfigError(f"{name} must be 1/true/yes/on or 0/false/no/off, got {raw!r}")
 
 
-def _float(environ: Mapping[str, str], name: str, default: float) -> float:
+def _float(environ: Mapping[str, str], name: str, default: float, positive: bool = False
+           ) -> float:
     raw = environ.get(name, "").strip()
     if not raw:
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if value < 0:
-        raise ConfigError(f"{name} must not be negative, got {raw!r}")
+        value = math.nan
+    # float() takes 'nan' and 'inf'; a wait of "nan" seconds would never end.
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        kind = "a positive" if positive else "a non-negative"
+        raise ConfigError(f"{name} must be {kind} number of seconds, got {raw!r}")
     return value
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...], default: str
+            ) -> str:
+    """One of ``choices``, in any case."""
+    raw = environ.get(name, "").strip().lower() or default
+    if raw not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
 
 
 @dataclass(frozen=True)
@@ -124,13 +154,26 @@ class Config:
     migration_retries: int = 5
     migration_retry_delay: float = 1.0
     allow_edited: bool = False
+    # How the service serves (gunicorn.conf.py reads these; README, "Settings").
+    port: int = 8000
+    web_concurrency: int = 2
+    threads: int = 4
+    worker_timeout: int = 30
+    graceful_timeout: int = 20
+    log_level: str = "info"
+    access_log: bool = True
+    migrate_on_start: bool = True
+    # Seconds one request's statement may run (server side) and wait for an answer (client
+    # side, one second more): a hung database costs a request this long, not a worker.
+    db_query_timeout: float = 5.0
+    # Seconds a client may take to send a request body: a stalled upload holds a thread
+    # only this long.
+    body_timeout: float = 10.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
         env = os.environ if environ is None else environ
-        log_format = env.get("LOG_FORMAT", "text").strip().lower() or "text"
-        if log_format not in ("text", "json"):
-            raise ConfigError(f"LOG_FORMAT must be 'text' or 'json', got {log_format!r}")
+        log_format = _choice(env, "LOG_FORMAT", ("text", "json"), "text")
         return cls(
             database_url=parse_database_url(env.get("DATABASE_URL")),
             db_wait_timeout=_float(env, "DB_WAIT_TIMEOUT", 60.0),
@@ -138,12 +181,34 @@ class Config:
             lock_timeout=_pg_duration(env, "MIGRATION_LOCK_TIMEOUT", "2s"),
             statement_timeout=_pg_duration(env, "MIGRATION_STATEMENT_TIMEOUT", "5min"),
             migration_lock_wait=_float(env, "MIGRATION_LOCK_WAIT", 300.0),
-            migration_retries=_int(env, "MIGRATION_RETRIES", 5, minimum=1),
+            migration_retries=parse_int(env, "MIGRATION_RETRIES", 5, minimum=1),
             migration_retry_delay=_float(env, "MIGRATION_RETRY_DELAY", 1.0),
-            allow_edited=_flag(env, "MIGRATION_ALLOW_EDITED"),
+            allow_edited=parse_flag(env, "MIGRATION_ALLOW_EDITED"),
+            port=parse_int(env, "PORT", 8000, minimum=1, maximum=65535),
+            web_concurrency=parse_int(env, "WEB_CONCURRENCY", 2, minimum=1, maximum=64),
+            threads=parse_int(env, "GUNICORN_THREADS", 4, minimum=1, maximum=256),
+            worker_timeout=parse_int(env, "GUNICORN_TIMEOUT", 30, minimum=1),
+            graceful_timeout=parse_int(env, "GUNICORN_GRACEFUL_TIMEOUT", 20, minimum=1),
+            log_level=_choice(env, "GUNICORN_LOG_LEVEL", LOG_LEVELS, "info"),
+            access_log=parse_flag(env, "ACCESS_LOG", default=True),
+            migrate_on_start=parse_flag(env, "MIGRATE_ON_START", default=True),
+            db_query_timeout=_float(env, "DB_QUERY_TIMEOUT", 5.0, positive=True),
+            body_timeout=_float(env, "BODY_TIMEOUT", 10.0, positive=True),
         )
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{f.name}={getattr(self, f.name)!r}"
                            for f in dataclasses.fields(self) if f.name != "database_url")
         return f"Config(database_url={mask_url(self.database_url)!r}, {fields})"
+
+
+if __name__ == "__main__":
+    # `python -m backend.config`: check every setting, as the entrypoint does before serving.
+    import sys
+
+    try:
+        Config.from_env()
+    except ConfigError as exc:
+        print(f"refusing to start: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print("settings ok")

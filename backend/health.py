@@ -22,6 +22,7 @@ import psycopg2
 from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy.engine import URL
 
+from backend.deadline import NoAnswer
 from backend.extensions import db
 from backend.lifecycle import checksums
 from backend.lifecycle.database import connect_kwargs, describe_error
@@ -79,15 +80,22 @@ class _StateReader:
             cur.execute(" UNION ALL ".join(parts))
         return cur.fetchall()
 
-    def read(self, url: URL) -> State:
-        with self.lock:
-            try:
-                return tuple(self._query(url))
-            except (psycopg2.OperationalError, psycopg2.InterfaceError):
-                if self.conn is not None and not self.conn.closed:
-                    raise
-                self.conn = None  # stale after a database restart: one fresh try
-                return tuple(self._query(url))
+    def read(self, url: URL, wait: float) -> State:
+        # Probes keep coming while the database hangs: each waits at most ``wait`` for the
+        # one in flight, instead of piling up and taking every worker thread.
+        if not self.lock.acquire(timeout=wait):
+            raise NoAnswer(f"another readiness check has been waiting over {wait:g}s")
+        try:
+            return tuple(self._query(url))
+        except NoAnswer:
+            raise  # hung, not stale: a second try would only wait as long again
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            if self.conn is not None and not self.conn.closed:
+                raise
+            self.conn = None  # stale after a database restart: one fresh try
+            return tuple(self._query(url))
+        finally:
+            self.lock.release()
 
 
 _reader = _StateReader()
@@ -109,7 +117,7 @@ def readyz():
     directory = current_app.extensions["migrate"].directory
     settings = current_app.config["SERVICE_CONFIG"]
     try:
-        state = _reader.read(db.engine.url)
+        state = _reader.read(db.engine.url, settings.db_query_timeout)
     except psycopg2.Error as exc:
         reason = describe_error(exc)
         log.warning("readiness: database unavailable: %s", reason)

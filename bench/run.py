@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import history, live, readyz, startup, verify
+from bench import api, history, live, readyz, startup, verify
 from bench.common import BenchResult, Context, log, machine_info, postgres
 
 HERE = Path(__file__).resolve().parent
@@ -47,6 +47,7 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark(3, "verify", verify.run),
     Benchmark(4, "live", live.run),
     Benchmark(5, "readyz", readyz.run),
+    Benchmark(6, "api", api.run),
 ]
 
 

@@ -20,6 +20,7 @@ from backend.config import mask_url
 from backend.lifecycle import LifecycleError, checksums
 from backend.lifecycle.apply import RevisionRecorder, run_locked
 from backend.lifecycle.database import describe_error
+from backend.lifecycle.interrupt import cancel_on_signal
 from backend.logs import configure_logging
 
 config = context.config
@@ -113,7 +114,9 @@ def run_migrations_online() -> None:
         if in_caller_transaction or context.get_context().opts.get("destination_rev") is None:
             run()  # reads only (current, check, autogenerate), or the caller's transaction
             return
-        run_locked(connection, context.get_context(), context.script, settings, run, recorder)
+        with cancel_on_signal():
+            run_locked(connection, context.get_context(), context.script, settings, run,
+                       recorder)
 
 
 if context.is_offline_mode():

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -21,10 +20,7 @@ from sqlalchemy.engine import URL
 
 from backend.config import parse_database_url
 from backend.lifecycle.database import connect_kwargs  # noqa: F401  (tests import it from here)
-from tests.support import execute_sql
-
-ROOT = Path(__file__).resolve().parent.parent
-VENV_BIN = str(Path(sys.executable).parent)
+from tests.support import ROOT, VENV_BIN, child_env, execute_sql, url_text  # noqa: F401
 
 
 class PgServer:
@@ -88,20 +84,6 @@ def head_db(pg_server, head_template) -> Iterator[URL]:
     url = pg_server.create_database(template=head_template)
     yield url
     pg_server.drop_database(url.database)
-
-
-def url_text(url: URL) -> str:
-    return url.render_as_string(hide_password=False)
-
-
-def child_env(url: URL | None = None, **extra: str) -> dict[str, str]:
-    """The environment a user would have: the project's venv first on PATH."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "FLASK_"))}
-    env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
-    if url is not None:
-        env["DATABASE_URL"] = url_text(url)
-    env.update(extra)
-    return env
 
 
 def run_flask(args: list[str], url: URL | None, cwd: Path = ROOT, check: bool = True,

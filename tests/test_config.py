@@ -69,3 +69,48 @@ def test_mask_url_and_mask_secrets_hide_passwords():
     line = "connect postgresql://app:Secr3t@db/app password=Other1 done"
     masked = mask_secrets(line)
     assert "Secr3t" not in masked and "Other1" not in masked
+
+
+def test_a_password_with_unencoded_separators_is_never_printed_in_part():
+    # An '@' and ':' in the password make the parser read part of it as the port.
+    with pytest.raises(ConfigError) as info:
+        parse_database_url("postgresql://app:S3cret@Part:S3cretPart@db:5432/app")
+
+    message = str(info.value)
+    assert "malformed" in message and "percent-encode" in message
+    assert "S3cret" not in message and "Part" not in message
+
+
+BASE = {"DATABASE_URL": "postgresql://a@h/d"}
+
+
+def test_serving_settings_have_defaults():
+    config = Config.from_env(BASE)
+
+    assert (config.port, config.web_concurrency, config.threads) == (8000, 2, 4)
+    assert config.migrate_on_start is True and config.access_log is True
+    assert config.db_query_timeout == 5.0 and config.log_level == "info"
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("PORT", "0"), ("PORT", "65536"), ("PORT", "80a"), ("PORT", "\uff18\uff10"),
+    ("WEB_CONCURRENCY", "0"), ("WEB_CONCURRENCY", "-1"), ("WEB_CONCURRENCY", "²"),
+    ("GUNICORN_THREADS", "0"), ("GUNICORN_TIMEOUT", "abc"), ("GUNICORN_TIMEOUT", "1.5"),
+    ("DB_WAIT_TIMEOUT", "nan"), ("DB_WAIT_TIMEOUT", "inf"), ("DB_WAIT_TIMEOUT", "-1"),
+    ("DB_QUERY_TIMEOUT", "0"), ("BODY_TIMEOUT", "soon"),
+    ("MIGRATE_ON_START", "maybe"), ("ACCESS_LOG", "2"), ("GUNICORN_LOG_LEVEL", "loud"),
+])
+def test_every_bad_setting_is_refused_naming_it(name, value):
+    with pytest.raises(ConfigError) as info:
+        Config.from_env({**BASE, name: value})
+
+    assert str(info.value).startswith(name)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("1", True), ("TRUE", True), ("yes", True), ("on", True),
+    ("0", False), ("false", False), ("No", False), ("off", False), ("", True),
+])
+def test_booleans_are_spelled_one_way_everywhere(value, expected):
+    assert Config.from_env({**BASE, "MIGRATE_ON_START": value}).migrate_on_start is expected

@@ -7,12 +7,15 @@ checked in full here, before the database sees it, because PostgreSQL rejects so
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from collections.abc import Iterable
 from datetime import date
 from typing import Any, NoReturn
 
-from flask import abort, request
+from flask import abort, current_app, request
+from werkzeug.exceptions import ClientDisconnected
 
 from backend.models import TASK_STATUSES
 
@@ -28,15 +31,55 @@ def bad_request(message: str) -> NoReturn:
     abort(400, description=message)
 
 
+def _read_body() -> bytes:
+    """The body, or a 413 past ``MAX_CONTENT_LENGTH``, or a 408 when the client stalls.
+
+    gunicorn hands the app a blocking socket with no timeout: a client that sends headers
+    and then too little body would hold this thread until it gives up, if ever.
+    """
+    timeout = current_app.config["SERVICE_CONFIG"].body_timeout
+    sock = request.environ.get("gunicorn.socket")
+    if sock is not None:
+        sock.settimeout(timeout)  # gunicorn resets it for the connection's next request
+    started = time.monotonic()
+    try:
+        return request.get_data(cache=True)
+    except (TimeoutError, ClientDisconnected):
+        # gunicorn's reader turns the socket's timeout into a short read, which werkzeug
+        # reports as a disconnect: the clock tells a stall from a client that hung up.
+        if time.monotonic() - started >= timeout * 0.9:
+            abort(408, description=f"request body not received within {timeout:g}s")
+        bad_request("request body ended before its Content-Length")
+
+
+def _parse_json() -> Any:
+    """The body parsed, or a 400.
+
+    ``json.loads`` raises RecursionError, not ValueError, on deeply nested input, which
+    Flask's ``get_json(silent=True)`` would let through as a 500.
+    """
+    try:
+        return json.loads(_read_body())
+    except (ValueError, RecursionError):
+        bad_request("request body must be a JSON object")
+
+
+def _shown(name: str, limit: int = 40) -> str:
+    """A client's field name in an error message: short, never the whole of a huge body."""
+    return name if len(name) <= limit else name[:limit] + "..."
+
+
 def json_object(required: Iterable[str] = (), optional: Iterable[str] = ()) -> dict[str, Any]:
     """The body as a dict, rejecting unknown fields so a typo is never silently ignored."""
-    body = request.get_json(silent=True)
+    body = _parse_json()
     if not isinstance(body, dict):
         bad_request("request body must be a JSON object")
     required = set(required)
     unknown = sorted(set(body) - required - set(optional))
     if unknown:
-        bad_request(f"unknown field(s): {', '.join(unknown)}")
+        names = ", ".join(_shown(name) for name in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        bad_request(f"unknown field(s): {names}{more}")
     missing = sorted(required - set(body))
     if missing:
         bad_request(f"missing required field(s): {', '.join(missing)}")
@@ -61,6 +104,11 @@ def text_value(value: Any, name: str, max_length: int) -> str:
         bad_request(f"{name} must be at most {max_length} characters")
     if "\x00" in value:
         bad_request(f"{name} must not contain NUL characters")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate such as "\ud800": JSON allows it
+            bad_request(f"{name} must be valid Unicode text (no lone surrogates)")
     return value
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
-from backend.config import ConfigError, mask_url, parse_database_url
+from backend.config import ConfigError, mask_url, parse_database_url, parse_flag, parse_int
 from backend.lifecycle import LifecycleError
 from backend.lifecycle.database import connect_kwargs, run_sql
 from backend.logs import mask_secrets
@@ -41,8 +41,6 @@ DUMP_SUFFIX = ".dump"
 DUMP_NAME = re.compile(r"^(?P<time>\d{8}T\d{6}Z)_(?P<from>[\w.+-]+?)_to_(?P<to>[\w.+-]+?)"
                        r"(?:-(?P<n>\d+))?\.dump$")
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("", "0", "false", "no", "off")
 
 
 # --- settings ---------------------------------------------------------------------------
@@ -66,21 +64,12 @@ def backup_settings(environ: Mapping[str, str] | None = None) -> BackupSettings:
     outcome.
     """
     env = os.environ if environ is None else environ
-    raw = env.get("BACKUP_BEFORE_MIGRATE", "").strip().lower()
-    if raw not in _TRUE + _FALSE:
-        raise ConfigError(f"BACKUP_BEFORE_MIGRATE must be 1/true/yes or 0/false/no, got {raw!r}")
+    enabled = parse_flag(env, "BACKUP_BEFORE_MIGRATE")
     directory = Path(env.get("BACKUP_DIR", "").strip() or "backups")
     if not directory.is_absolute():
         directory = ROOT / directory
-    keep_raw = env.get("BACKUP_KEEP", "").strip() or "5"
-    try:
-        keep = int(keep_raw)
-    except ValueError:
-        keep = 0
-    if keep < 1:
-        raise ConfigError(f"BACKUP_KEEP must be a whole number of dumps, at least 1, "
-                          f"got {keep_raw!r}")
-    return BackupSettings(enabled=raw in _TRUE, directory=directory, keep=keep)
+    keep = parse_int(env, "BACKUP_KEEP", 5, minimum=1)
+    return BackupSettings(enabled=enabled, directory=directory, keep=keep)
 
 
 # --- which client binary ----------------------------------------------------------------

@@ -2,62 +2,27 @@
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import child_env, execute_sql, url_text
+from tests.conftest import execute_sql, url_text
 from tests.support import (
     TcpProxy,
     copy_repository,
     free_port,
+    head_revision,
     port_answers,
+    probe_entrypoint,
     revisions,
+    run_entrypoint,
+    start_entrypoint,
     stop,
     wait_for_http,
     write_revision,
 )
-
-
-def start_entrypoint(repo: Path, url, log: Path, **env: str) -> subprocess.Popen:
-    environment = child_env(url, **env)
-    out = log.open("w")
-    return subprocess.Popen([str(repo / "entrypoint.sh")], cwd=repo, env=environment,
-                            stdout=out, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-
-
-def probe_entrypoint(repo: Path, url, log: Path, **env: str) -> tuple[int, str, str]:
-    """Start the service, wait for /readyz, stop it; return (status, body, its command line)."""
-    port = free_port()
-    proc = start_entrypoint(repo, url, log, PORT=str(port), **env)
-    try:
-        status, body = wait_for_http(port, "/readyz", proc)
-        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    finally:
-        stop(proc)
-    return status, body, cmdline
-
-
-def run_entrypoint(repo: Path, url, tmp_path: Path, timeout: float = 30, **env: str):
-    """Run to completion (a refusal); return (exit code, output, seconds)."""
-    log = tmp_path / "entrypoint.log"
-    started = time.monotonic()
-    proc = start_entrypoint(repo, url, log, **env)
-    try:
-        code = proc.wait(timeout=timeout)
-    finally:
-        stop(proc)
-    return code, log.read_text(), time.monotonic() - started
-
-
-def head_revision(repo: Path) -> str:
-    from alembic.script import ScriptDirectory
-
-    return ScriptDirectory(str(repo / "migrations")).get_current_head()
 
 
 def server_address(url) -> tuple[str, int]:

@@ -15,11 +15,13 @@ import pytest
 
 from backend.lifecycle.lock import LOCK_KEY
 from tests.conftest import child_env, connect_kwargs, execute_sql, run_flask
-from tests.lifecycle.test_entrypoint import head_revision, probe_entrypoint, run_entrypoint
 from tests.support import (
     copy_repository,
     free_port,
+    head_revision,
+    probe_entrypoint,
     revisions,
+    run_entrypoint,
     stop,
     wait_for_http,
     write_revision,

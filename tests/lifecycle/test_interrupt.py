@@ -1,0 +1,62 @@
+"""SIGINT or SIGTERM while a migration runs: the statement is cancelled at once, the
+revision rolls back, the lock is freed, and one line says so."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from tests.conftest import execute_sql
+from tests.support import copy_repository, head_revision, start_entrypoint, stop, write_revision
+
+SLEEP = 30  # the revision's statement would take this long if not cancelled
+
+
+def wait_for_statement(url, text: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if execute_sql(url, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE %s "
+                            "AND pid <> pg_backend_pid()", (f"%{text}%",))[0][0]:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no statement like {text!r} started within {timeout}s")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_cancels_the_running_migration_and_says_so(head_db, tmp_path, signum):
+    # Arrange: a revision that adds a column, then runs a long statement.
+    repo = copy_repository(tmp_path / "repo")
+    parent = head_revision(repo)
+    write_revision(repo, "ffff00000002", parent, "slow revision",
+                   upgrade='op.add_column("tasks", sa.Column("slow", sa.Text()))\n'
+                           f'op.execute("SELECT pg_sleep({SLEEP})")',
+                   downgrade='op.drop_column("tasks", "slow")')
+    log = tmp_path / "out.log"
+    proc = start_entrypoint(repo, head_db, log)
+    try:
+        wait_for_statement(head_db, "pg_sleep")
+
+        # Act
+        sent = time.monotonic()
+        os.kill(proc.pid, signum)
+        code = proc.wait(timeout=SLEEP / 2)
+        took = time.monotonic() - sent
+    finally:
+        stop(proc)
+
+    # Assert
+    output = log.read_text()
+    assert code != 0
+    assert took < SLEEP / 2
+    assert f"interrupted by {signal.Signals(signum).name}" in output
+    assert "canceling statement due to user request" in output
+    assert len([line for line in output.splitlines() if "refusing to start" in line]) == 1
+    assert "Traceback" not in output
+    assert execute_sql(head_db, "SELECT version_num FROM alembic_version") == [(parent,)]
+    assert execute_sql(head_db, "SELECT count(*) FROM information_schema.columns "
+                                "WHERE table_name = 'tasks' AND column_name = 'slow'") == [(0,)]
+    assert execute_sql(head_db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") \
+        == [(0,)]

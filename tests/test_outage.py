@@ -1,0 +1,154 @@
+"""A database that hangs or stops under load: quick 503s, a live /healthz, a quiet log, and
+recovery without a restart. The server here is the module's own, paused and stopped for real.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_flask
+from tests.support import (
+    ROOT,
+    PrivateServer,
+    free_port,
+    request,
+    start_entrypoint,
+    stop,
+    wait_for_http,
+)
+
+QUERY_TIMEOUT = 2  # DB_QUERY_TIMEOUT: the client gives up one second after it
+CLIENTS = 6
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[PrivateServer]:
+    private = PrivateServer(Path(tempfile.mkdtemp(prefix="pgtest-outage-")))
+    run_flask(["db", "upgrade"], private.url)
+    yield private
+    private.resume()
+    private.close()
+
+
+@pytest.fixture
+def service(server, tmp_path):
+    port = free_port()
+    log = tmp_path / "service.log"
+    proc = start_entrypoint(ROOT, server.url, log, PORT=str(port), WEB_CONCURRENCY="2",
+                            ACCESS_LOG="0", DB_QUERY_TIMEOUT=str(QUERY_TIMEOUT))
+    wait_for_http(port, "/readyz", proc)
+    yield port, log
+    server.resume()
+    stop(proc)
+
+
+class Load:
+    """CLIENTS clients reading and writing in a loop; every answer kept as (status, body)."""
+
+    def __init__(self, port: int) -> None:
+        self.port, self.answers, self.done = port, [], threading.Event()
+        self.threads = [threading.Thread(target=self._client, daemon=True)
+                        for _ in range(CLIENTS)]
+
+    def _client(self) -> None:
+        while not self.done.is_set():
+            body = {"email": f"{uuid.uuid4().hex}@example.com", "name": "load"}
+            for method, path, payload in (("POST", "/api/users", body),
+                                          ("GET", "/api/users?per_page=3", None)):
+                try:
+                    self.answers.append(request(self.port, method, path, payload, timeout=30))
+                except OSError as exc:
+                    self.answers.append((0, str(exc)))
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.done.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+
+def healthz_latencies(port: int, seconds: float) -> list[tuple[float, int, float]]:
+    """Poll /healthz the way a liveness probe does: (when it started, status, seconds taken)."""
+    probes, begun = [], time.monotonic()
+    while time.monotonic() - begun < seconds:
+        started = time.monotonic()
+        status, _ = request(port, "GET", "/healthz", timeout=30)
+        probes.append((started - begun, status, time.monotonic() - started))
+        time.sleep(0.2)
+    return probes
+
+
+def wait_until_served(port: int, timeout: float = 15) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if request(port, "GET", "/api/users?per_page=1")[0] == 200:
+            return time.monotonic() - started
+        time.sleep(0.1)
+    raise AssertionError(f"the API did not recover within {timeout}s")
+
+
+def test_a_hung_database_leaves_healthz_answering_and_the_api_answering_503(server, service):
+    # Arrange
+    port, log = service
+    with Load(port) as load:
+        time.sleep(1)
+
+        # Act: the database hangs for 8 seconds under load.
+        server.pause()
+        probes = healthz_latencies(port, 8)
+        server.resume()
+        recovered = wait_until_served(port)
+    statuses = {status for status, _ in load.answers}
+
+    # Assert: requests caught in the hang wait out the deadline (a pooled connection's
+    # ping, then one reconnect); from then on every probe is answered at once.
+    worst = 2 * (QUERY_TIMEOUT + 1)
+    assert {status for _, status, _ in probes} == {200}
+    assert max(seconds for _, _, seconds in probes) < worst + 1
+    assert [seconds for at, _, seconds in probes if at > worst and seconds > 0.5] == []
+    assert statuses <= {200, 201, 503}, [a for a in load.answers if a[0] not in (200, 201, 503)]
+    assert 503 in statuses
+    assert all("database" in body["error"] for status, body in load.answers if status == 503)
+    assert recovered < 10
+    text = log.read_text()
+    assert "Traceback" not in text
+    assert len(text.splitlines()) < 60
+
+
+def test_a_stopped_database_answers_503_quietly_and_recovers_without_a_restart(server,
+                                                                              service):
+    # Arrange
+    port, log = service
+    lines_before = len(log.read_text().splitlines())
+    with Load(port) as load:
+        time.sleep(1)
+
+        # Act: the database stops for 5 seconds under load, then starts again.
+        server.stop()
+        time.sleep(2)
+        ready_status, ready = request(port, "GET", "/readyz")
+        time.sleep(3)
+        server.start()
+        recovered = wait_until_served(port)
+    failed = [body for status, body in load.answers if status == 503]
+
+    # Assert
+    assert {status for status, _ in load.answers} <= {200, 201, 503}
+    assert len(failed) > 10
+    assert all(body["error"].startswith("database unavailable") for body in failed)
+    assert ready_status == 503 and ready["reason"].startswith("database unavailable")
+    assert recovered < 10
+    new_lines = log.read_text().splitlines()[lines_before:]
+    assert not [line for line in new_lines if "Traceback" in line]
+    assert len(new_lines) < 40, f"{len(failed)} failed requests made {len(new_lines)} lines"
