@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench verify-migrations clean
+.PHONY: install run test test-containers lint bench bench-containers verify-migrations clean
 
 install: $(STAMP)
 
@@ -19,13 +19,18 @@ run: install
 	$(BIN)/python -m backend.lifecycle.embedded
 
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --ignore=tests/containers $(PYTEST_ARGS)
+
+# The container suite: needs a Docker engine (`docker compose` or `docker-compose`).
+test-containers: install
+	$(BIN)/python -m pytest tests/containers $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/shellcheck -x entrypoint.sh scripts/*.sh .ci/run
 	$(BIN)/hadolint Dockerfile
-	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml \
+		docker-compose.override.yml
 	scripts/lint_migrations.sh
 
 verify-migrations: install
@@ -33,6 +38,10 @@ verify-migrations: install
 
 bench: install
 	$(BIN)/python -m bench.run
+
+# Needs a Docker engine: the image's size and its start-up, in bench/containers/.
+bench-containers: install
+	$(BIN)/python -m bench.run --only containers --output bench/containers
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
 from alembic import command
 from alembic.script import ScriptDirectory
+from flask import Flask
 
 from backend.lifecycle import LifecycleError
 
@@ -41,15 +43,29 @@ def summarize(ops: list[tuple[str, str]]) -> str:
     return ", ".join(calls) if calls else "no operations"
 
 
-def create_revision(message: str) -> Path:
-    """Autogenerate a revision for the model changes; return the new file's path."""
-    from backend import create_app
-    from backend.config import Config
+def _flask_command() -> str:
+    """How to run ``flask`` from where the user stands: bare when it is on PATH (an active
+    venv, a container), else the project venv's own, which works without activating it."""
+    if shutil.which("flask"):
+        return "flask"
+    venv_flask = Path(sys.executable).parent / "flask"
+    try:
+        return str(venv_flask.relative_to(Path.cwd()))
+    except ValueError:
+        return str(venv_flask)
+
+
+def create_revision(app: Flask, message: str, catch_up: bool = False) -> Path:
+    """Autogenerate a revision for the model changes; return the new file's path.
+
+    With ``catch_up`` (the embedded development database, which is ours to change), a
+    database with pending revisions is brought to head first; any other is refused.
+    """
     from backend.extensions import db
     from backend.lifecycle.database import describe_error
     from backend.lifecycle.revisions import schema_status
+    from backend.lifecycle.upgrade import upgrade_to_head
 
-    app = create_app(Config.from_env())
     with app.app_context():
         migrate_ext = app.extensions["migrate"]
         scripts = ScriptDirectory(migrate_ext.directory)
@@ -60,10 +76,17 @@ def create_revision(message: str) -> Path:
             raise LifecycleError(f"cannot reach the database: {describe_error(exc)}") from None
         if len(status.head) > 1:
             raise LifecycleError(status.reason or "several heads")
-        if status.reason:
+        # Pending revisions are only listed when nothing worse (an unknown revision, an
+        # edited one) was found, so a database with pending ones is safe to bring up.
+        if status.pending and catch_up:
+            print(f"create_migration: the development database was {len(status.pending)} "
+                  "revision(s) behind; bringing it to head first", file=sys.stderr)
+            upgrade_to_head(app)
+        elif status.reason:
             raise LifecycleError(
                 f"the database is not at head ({status.reason}): apply them first with "
-                "`flask db upgrade`, then create the new revision"
+                f"`{_flask_command()} db upgrade` (same DATABASE_URL), then create the "
+                "new revision"
             )
         versions = Path(scripts.versions)
         before = set(versions.glob("*.py"))
@@ -81,23 +104,36 @@ def create_revision(message: str) -> Path:
         return created[0]
 
 
+def _give_to_directory_owner(path: Path) -> None:
+    """Run as root (the development container, on a bind-mounted checkout), the new file
+    would be root's on the host: give it to whoever owns ``migrations/versions``."""
+    if os.geteuid() != 0:
+        return
+    owner = path.parent.stat()
+    if (owner.st_uid, owner.st_gid) != (0, 0):
+        os.chown(path, owner.st_uid, owner.st_gid)
+
+
 def main(argv: list[str]) -> int:
     message = " ".join(argv).strip()
     if not message:
         print(f"create_migration: a message is required. {USAGE}", file=sys.stderr)
         return 2
-    from backend.config import ConfigError
+    from backend import create_app
+    from backend.config import Config, ConfigError
     from backend.lifecycle.embedded import database_url_or_embedded
     from backend.logs import configure_logging
 
     configure_logging()
+    embedded = not os.environ.get("DATABASE_URL", "").strip()
     with database_url_or_embedded() as url:
-        os.environ["DATABASE_URL"] = url
         try:
-            path = create_revision(message)
+            app = create_app(Config.from_env({**os.environ, "DATABASE_URL": url}))
+            path = create_revision(app, message, catch_up=embedded)
         except (ConfigError, LifecycleError) as exc:
             print(f"create_migration: refused: {exc}", file=sys.stderr)
             return 1
+    _give_to_directory_owner(path)
     print(path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path)
     ops = upgrade_ops(path)
     print(f"  upgrade: {summarize(ops)}")
@@ -107,7 +143,8 @@ def main(argv: list[str]) -> int:
         print(f"  it changes existing data ({', '.join(sorted(set(touching)))}): add rows and "
               f"checks for it in tests/migrations/data/{revision}.py (README, 'Testing "
               "migrations')")
-    print("  review it, then apply with `flask db upgrade` (or restart the service)")
+    print(f"  review it, then apply with `{_flask_command()} db upgrade` (or restart the "
+          "service)")
     return 0
 
 

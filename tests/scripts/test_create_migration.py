@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import child_env, execute_sql, run_flask
-from tests.support import copy_repository, write_revision
+from tests.support import copy_repository, revisions, write_revision
 
 NOTES_COLUMN = "    notes: Mapped[str | None] = mapped_column(sa.Text)\n"
 TITLE_LINE = "    title: Mapped[str] = mapped_column(sa.String(500))\n"
@@ -138,3 +138,18 @@ def test_refuses_an_unreachable_database_with_a_masked_url(repo, head_db):
     assert "cannot reach the database" in proc.stderr
     assert "Hidd3n" not in proc.stdout + proc.stderr
     assert versions(repo) == before
+
+
+def test_brings_the_embedded_development_database_to_head_first(repo):
+    # Arrange: a fresh clone: no DATABASE_URL, and no embedded database yet.
+    add_notes_column(repo)
+    before = versions(repo)
+
+    # Act
+    proc = create_migration(repo, None, "add task notes")
+
+    # Assert
+    assert proc.returncode == 0, proc.stderr
+    assert (f"development database was {len(revisions())} revision(s) behind; bringing it "
+            "to head first") in proc.stderr
+    assert len(versions(repo) - before) == 1

@@ -1,0 +1,226 @@
+"""The README's container path and the guide's loop, as a user types them."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+
+from tests.containers.conftest import docker
+from tests.support import child_env, head_revision, request, revisions, write_revision
+
+PASSWORD = "Pg-S3cret-Word"
+
+
+def add_model_column(repo, column: str) -> None:
+    """The guide's model change: a nullable text column on tasks."""
+    model = repo / "backend/models/task.py"
+    text = model.read_text()
+    anchor = "    created_at: Mapped[datetime]"
+    assert anchor in text
+    model.write_text(text.replace(
+        anchor, f"    {column}: Mapped[str | None] = mapped_column(sa.Text, nullable=True)\n"
+                + anchor, 1))
+
+
+def has_column(project, column: str) -> bool:
+    return project.sql("SELECT count(*) FROM information_schema.columns WHERE "
+                       f"table_name = 'tasks' AND column_name = '{column}'") == "1"
+
+
+def test_up_build_migrates_backs_up_and_serves_as_a_non_root_user(project):
+    # Act
+    project("up", "-d", "--build")
+    ready = project.wait_ready()
+
+    # Assert
+    assert ready["current"] == ready["head"] and ready["pending"] == []
+    logs = project.logs()
+    assert logs.count("applied ") == len(revisions())
+    assert project.exec("backend", "id", "-u").stdout.strip() == "10001"
+    dumps = project.exec("backend", "ls", "/backups").stdout.split()
+    assert len(dumps) == 1 and dumps[0].endswith(".dump")
+    everything = logs + project.logs("db")
+    assert PASSWORD not in everything and "Pg-S3cret" not in everything
+
+
+def test_down_then_up_keeps_the_data(project):
+    # Arrange
+    project("up", "-d", "--build")
+    project.wait_ready()
+    status, user = request(project.port, "POST", "/api/users",
+                           {"email": "kept@example.com", "name": "Kept"})
+    assert status == 201
+
+    # Act
+    project("down")
+    project("up", "-d")
+    project.wait_ready()
+
+    # Assert
+    assert request(project.port, "GET", f"/api/users/{user['id']}") == (200, user)
+    assert "nothing to apply" in project.logs()
+
+
+def test_a_failing_revision_stops_the_container_and_leaves_the_database(project):
+    # Arrange: the shipped history plus a revision that fails after its first statement.
+    parent = head_revision(project.repo)
+    write_revision(project.repo, "ffff00000003", parent, "add a column then fail",
+                   upgrade='op.add_column("tasks", sa.Column("doomed", sa.Text()))\n'
+                           'op.execute("SELECT * FROM no_such_table")',
+                   downgrade='op.drop_column("tasks", "doomed")')
+
+    # Act
+    project("up", "-d", "--build")
+    code = project.wait_exit()
+
+    # Assert
+    logs = project.logs()
+    assert code != 0
+    assert "ffff00000003 (add a column then fail) failed" in logs and "no_such_table" in logs
+    assert "Traceback" not in logs
+    assert project.sql("SELECT version_num FROM alembic_version") == parent
+    assert not has_column(project, "doomed")
+
+
+def test_the_backend_waits_for_a_database_that_starts_late(project):
+    # Arrange: the backend alone first; its database does not exist yet.
+    project("build")
+    project("up", "-d", "--no-deps", "backend")
+    time.sleep(4)
+    assert project.container()["State"]["Status"] == "running"
+
+    # Act
+    project("up", "-d", "db")
+    ready = project.wait_ready()
+
+    # Assert
+    assert ready["pending"] == []
+    assert "waiting for database" in project.logs()
+
+
+def test_backup_then_restore_through_the_backend_gives_the_rows_back(project):
+    # Arrange
+    project("up", "-d", "--build")
+    project.wait_ready()
+    status, user = request(project.port, "POST", "/api/users",
+                           {"email": "saved@example.com", "name": "Saved"})
+    assert status == 201
+    dump = project.exec("backend", "scripts/backup.sh").stdout.strip().splitlines()[-1]
+    project.sql("DELETE FROM users")
+    assert request(project.port, "GET", f"/api/users/{user['id']}")[0] == 404
+
+    # Act: the guide stops the service, restores, starts it again.
+    project("stop", "backend")
+    project("run", "--rm", "--no-deps", "--entrypoint", "scripts/restore.sh", "backend",
+            dump, "--yes")
+    project("start", "backend")
+    project.wait_ready()
+
+    # Assert
+    assert request(project.port, "GET", f"/api/users/{user['id']}") == (200, user)
+
+
+def test_the_guides_backup_first_with_pg_dump_in_the_db_container(project):
+    # Arrange
+    project("up", "-d", "--build")
+    project.wait_ready()
+
+    # Act: the guide's `pg_dump ... > backup.sql`, through compose.
+    dump = project.exec("db", "pg_dump", "-U", "app", "-d", "app").stdout
+
+    # Assert
+    assert "CREATE TABLE public.tasks" in dump and "alembic_version" in dump
+
+
+def test_three_replicas_started_at_once_one_migrates_all_serve(project):
+    # Arrange: the image and the database, no backend yet.
+    project("build")
+    project("up", "-d", "db")
+    network = next(iter(project.container("db")["NetworkSettings"]["Networks"]))
+    backend_image = _built_image(project)
+    for _ in range(60):
+        if project.exec("db", "pg_isready", "-U", "app", check=False).returncode == 0:
+            break
+        time.sleep(1)
+    url = f"postgresql://app:{PASSWORD}@db:5432/app"
+
+    # Act: three at once.
+    names = [f"{project.name}-replica{i}" for i in range(3)]
+    try:
+        for name in names:
+            docker("run", "-d", "--name", name, "--network", network, "-e",
+                   f"DATABASE_URL={url}", "-e", "WEB_CONCURRENCY=1", backend_image)
+        logs = {name: _wait_replica_ready(name) for name in names}
+    finally:
+        for name in names:
+            docker("rm", "-f", name, check=False)
+
+    # Assert
+    migrators = [name for name, log in logs.items() if "revision(s) from base" in log]
+    assert len(migrators) == 1, logs
+    assert all("database now at" in log or "nothing to apply" in log for log in logs.values())
+
+
+def _built_image(project) -> str:
+    """The backend image compose built for this project (its name differs between tools)."""
+    images = docker("images", "--format", "{{.Repository}}").stdout.split()
+    return next(name for name in images if name.startswith(project.name) and "backend" in name)
+
+
+def _wait_replica_ready(name: str, timeout: float = 120) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        probe = docker("exec", name, "python", "-c",
+                       "import urllib.request; urllib.request.urlopen("
+                       "'http://127.0.0.1:8000/readyz', timeout=2)", check=False)
+        if probe.returncode == 0:
+            return docker("logs", name).stderr + docker("logs", name).stdout
+        time.sleep(0.5)
+    raise AssertionError(f"{name} not ready:\n{docker('logs', name).stderr}")
+
+
+def test_the_guides_loop_with_the_source_mounted(dev_project, tmp_path):
+    # Arrange: the checkout belongs to a developer (uid 1234), not to root or to 10001.
+    project, repo = dev_project, dev_project.repo
+    for path in [repo, *repo.rglob("*")]:
+        os.chown(path, 1234, 1234)
+    project("up", "-d", "--build")
+    project.wait_ready()
+
+    # Act 1: a model change, its migration created through the container, then a restart.
+    add_model_column(repo, "loop_note")
+    created = project.exec("backend", "scripts/create_migration.sh", "add task loop note")
+    path = repo / re.search(r"^(migrations/versions/\S+\.py)$", created.stdout, re.M).group(1)
+    project("restart", "backend")
+    project.wait_ready()
+
+    # Assert 1
+    assert path.exists() and path.stat().st_uid == 1234
+    assert has_column(project, "loop_note")
+    rev = re.search(r"Revision ID: (\w+)", path.read_text()).group(1)
+    assert rev in project.exec("backend", "flask", "db", "current").stdout
+    assert "add task loop note" in project.exec("backend", "flask", "db", "history").stdout
+
+    # Act 2: roll back, then a restart applies it again.
+    project.exec("backend", "flask", "db", "downgrade")
+    gone = not has_column(project, "loop_note")
+    project("restart", "backend")
+    project.wait_ready()
+
+    # Assert 2
+    assert gone and has_column(project, "loop_note")
+
+    # Act 3: the next change created on the host (its own embedded database), applied by
+    # a restart of the container.
+    add_model_column(repo, "loop_rank")
+    host = subprocess.run(
+        [str(repo / "scripts/create_migration.sh"), "add task loop rank"], cwd=repo,
+        env=child_env(), capture_output=True, text=True, timeout=300)
+    project("restart", "backend")
+    project.wait_ready()
+
+    # Assert 3
+    assert host.returncode == 0, host.stderr
+    assert has_column(project, "loop_rank")
