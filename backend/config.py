@@ -154,6 +154,8 @@ class Config:
     migration_retries: int = 5
     migration_retry_delay: float = 1.0
     allow_edited: bool = False
+    # Serve (and let `flask db upgrade` do nothing) on a schema a newer release migrated.
+    allow_ahead: bool = True
     # How the service serves (gunicorn.conf.py reads these; README, "Settings").
     port: int = 8000
     web_concurrency: int = 2
@@ -184,6 +186,7 @@ class Config:
             migration_retries=parse_int(env, "MIGRATION_RETRIES", 5, minimum=1),
             migration_retry_delay=_float(env, "MIGRATION_RETRY_DELAY", 1.0),
             allow_edited=parse_flag(env, "MIGRATION_ALLOW_EDITED"),
+            allow_ahead=parse_flag(env, "MIGRATION_ALLOW_AHEAD", default=True),
             port=parse_int(env, "PORT", 8000, minimum=1, maximum=65535),
             web_concurrency=parse_int(env, "WEB_CONCURRENCY", 2, minimum=1, maximum=64),
             threads=parse_int(env, "GUNICORN_THREADS", 4, minimum=1, maximum=256),

@@ -102,11 +102,12 @@ _reader = _StateReader()
 
 
 @lru_cache(maxsize=64)
-def _answer(directory: str, state: State, allow_edited: bool) -> tuple[bytes, int]:
+def _answer(directory: str, state: State, allow_edited: bool, allow_ahead: bool
+            ) -> tuple[bytes, int]:
     current = sorted(rev for kind, rev, _ in state if kind == "v")
     recorded = {rev: digest.strip() for kind, rev, digest in state if kind == "c"}
     status = evaluate(load_scripts(directory), current, recorded, disk_checksums(directory),
-                      allow_edited)
+                      allow_edited, allow_ahead)
     body = {"status": "ready" if status.at_head else "not ready", "database": "ok",
             **status.as_dict()}
     return json.dumps(body).encode(), 200 if status.at_head else 503
@@ -122,8 +123,8 @@ def readyz():
         reason = describe_error(exc)
         log.warning("readiness: database unavailable: %s", reason)
         body = {"status": "unavailable", "database": "error", "current": [],
-                "head": sorted(load_scripts(directory).get_heads()), "pending": [],
+                "head": sorted(load_scripts(directory).get_heads()), "pending": [], "ahead": [],
                 "reason": f"database unavailable: {reason}"}
         return jsonify(body), 503
-    payload, code = _answer(directory, state, settings.allow_edited)
+    payload, code = _answer(directory, state, settings.allow_edited, settings.allow_ahead)
     return Response(payload, status=code, mimetype="application/json")

@@ -10,14 +10,17 @@ import os
 import re
 import signal
 import socket
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
+import psycopg2
 import pytest
 
-from tests.conftest import execute_sql
+from tests.conftest import connect_kwargs, execute_sql
 from tests.support import (
     ROOT,
     free_port,
@@ -201,3 +204,52 @@ def test_a_stalled_upload_gets_408_and_leaves_threads_for_others(head_db, tmp_pa
     assert healthz[0] == 200
     assert all(answer.startswith("HTTP/1.1 408") for answer in answers), answers
     assert all("not received within 2s" in answer for answer in answers)
+
+
+def keep_asking(port: int, until: threading.Event, outcomes: list) -> None:
+    """New connections one after another, as clients that have not heard of the stop yet."""
+    while not until.is_set():
+        try:
+            outcomes.append(request(port, "GET", "/api/users?per_page=1", timeout=10)[0])
+        except ConnectionRefusedError:
+            outcomes.append("refused")
+        except OSError as exc:  # a reset, a connection dropped mid-answer
+            outcomes.append(type(exc).__name__)
+        time.sleep(0.01)
+
+
+def test_sigterm_finishes_requests_in_flight_then_exits_0(head_db, tmp_path):
+    # Arrange: four requests held in flight by a lock on the table they write to, and a
+    # client still opening new connections.
+    port, proc, log = serve(head_db, tmp_path, WEB_CONCURRENCY="2")
+    holder = psycopg2.connect(**connect_kwargs(head_db))
+    done, outcomes = threading.Event(), []
+    asker = threading.Thread(target=keep_asking, args=(port, done, outcomes))
+    try:
+        wait_for_http(port, "/healthz", proc)
+        holder.cursor().execute("LOCK TABLE users IN EXCLUSIVE MODE")
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            posts = [pool.submit(request, port, "POST", "/api/users",
+                                 {"email": f"inflight{i}@example.com", "name": "n"})
+                     for i in range(4)]
+            asker.start()
+            time.sleep(1)
+
+            # Act: the orchestrator stops the replica, then the lock goes.
+            os.kill(proc.pid, signal.SIGTERM)
+            time.sleep(1)
+            holder.commit()
+            answers = [post.result(timeout=30) for post in posts]
+        code = proc.wait(timeout=30)
+    finally:
+        done.set()
+        holder.close()
+        stop(proc)
+        asker.join(timeout=15)
+
+    # Assert: in flight finished; new connections were answered or refused, never reset.
+    assert [status for status, _ in answers] == [201] * 4
+    assert code == 0
+    assert set(outcomes) <= {200, "refused"}, outcomes
+    assert 200 in outcomes and "refused" in outcomes
+    assert "Traceback" not in log.read_text()

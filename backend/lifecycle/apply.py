@@ -30,6 +30,8 @@ from backend.lifecycle import LifecycleError, checksums
 from backend.lifecycle.database import describe_error
 from backend.lifecycle.lock import migration_lock
 from backend.lifecycle.revisions import (
+    ahead_note,
+    ahead_of_code,
     edited_reason,
     find_revision,
     heads_reason,
@@ -113,10 +115,13 @@ def preflight(connection: Connection, ctx: MigrationContext, scripts: ScriptDire
     """Refuse before any change; return the planned steps and the files' checksums."""
     current, recorded = read_state(connection)
     connection.commit()
+    heads = sorted(scripts.get_heads())
     unknown = [rev for rev in current if find_revision(scripts, rev) is None]
+    ahead = ahead_of_code(scripts, current, recorded) if unknown else []
+    if ahead:
+        return _on_a_newer_schema(ctx, ahead, heads, settings), {}
     if unknown:
         raise LifecycleError(unknown_reason(unknown))
-    heads = sorted(scripts.get_heads())
     try:
         steps = planned_steps(ctx)
     except CommandError as exc:
@@ -142,6 +147,25 @@ def preflight(connection: Connection, ctx: MigrationContext, scripts: ScriptDire
     if unrecorded:
         log.info("recorded checksums of %d revision(s) applied earlier", len(unrecorded))
     return steps, on_disk
+
+
+def _on_a_newer_schema(ctx: MigrationContext, ahead: list[str], heads: list[str],
+                       settings: Config) -> list:
+    """A newer release migrated this database: nothing for this code to apply, and no
+    script here to undo what the newer one did. An upgrade is a no-op that says why (so the
+    entrypoint serves: older code on a newer schema, as a rolling deploy or a rollback
+    needs); anything else is refused."""
+    note = ahead_note(ahead, heads)
+    if not settings.allow_ahead:
+        raise LifecycleError(f"{note}; MIGRATION_ALLOW_AHEAD=0 refuses to run on it")
+    if ctx._migrations_fn.__name__ != "upgrade":  # Alembic's command: upgrade, downgrade, stamp
+        raise LifecycleError(f"{note}: this code has no script for {', '.join(ahead)}, so "
+                             "it cannot move the database; roll back with the release that "
+                             "has them (its `flask db downgrade`)")
+    log.warning("%s; nothing to apply, serving on it as it is "
+                "(MIGRATION_ALLOW_AHEAD=0 would refuse)", note,
+                extra={"fields": {"event": "ahead", "ahead": ahead, "head": heads}})
+    return []
 
 
 def _is_lock_timeout(exc: BaseException) -> bool:

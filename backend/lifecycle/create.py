@@ -63,7 +63,7 @@ def create_revision(app: Flask, message: str, catch_up: bool = False) -> Path:
     """
     from backend.extensions import db
     from backend.lifecycle.database import describe_error
-    from backend.lifecycle.revisions import schema_status
+    from backend.lifecycle.revisions import ahead_note, schema_status
     from backend.lifecycle.upgrade import upgrade_to_head
 
     with app.app_context():
@@ -76,6 +76,9 @@ def create_revision(app: Flask, message: str, catch_up: bool = False) -> Path:
             raise LifecycleError(f"cannot reach the database: {describe_error(exc)}") from None
         if len(status.head) > 1:
             raise LifecycleError(status.reason or "several heads")
+        if status.ahead:  # autogenerate would write a revision undoing the newer release's
+            raise LifecycleError(f"{ahead_note(status.ahead, status.head)}: pull the newer "
+                                 "code first, then create the revision on top of it")
         # Pending revisions are only listed when nothing worse (an unknown revision, an
         # edited one) was found, so a database with pending ones is safe to bring up.
         if status.pending and catch_up:

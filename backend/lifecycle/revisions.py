@@ -59,6 +59,9 @@ class SchemaStatus:
     pending: list[str] = field(default_factory=list)
     reason: str | None = None
     edited: list[str] = field(default_factory=list)
+    # Revisions a newer release applied on top of this code's head: older code serving on a
+    # newer schema, which expand/contract revisions exist to allow (rolling deploys, rollbacks).
+    ahead: list[str] = field(default_factory=list)
 
     @property
     def at_head(self) -> bool:
@@ -79,8 +82,26 @@ def heads_reason(heads: list[str]) -> str:
 
 def unknown_reason(unknown: list[str]) -> str:
     return (f"the database is at revision {', '.join(unknown)}, which this code does not "
-            "know: the code is older than the database; deploy the newer code (or roll the "
-            "database back with the code that has that revision)")
+            "know, and it never held this code's head: it belongs to another branch or "
+            "project (or was migrated before checksums were kept); deploy the code that has "
+            "that revision")
+
+
+def ahead_of_code(scripts: ScriptDirectory, current: list[str], recorded: dict[str, str]
+                  ) -> list[str]:
+    """The database's revisions this code does not know, when the database is *ahead* of
+    it: every head of this code was applied to it (``migration_checksums`` keeps a row per
+    applied revision) and newer revisions went on top. Empty otherwise: nothing unknown, or
+    unknown revisions on a database that never held this code's head."""
+    unknown = sorted(rev for rev in current if find_revision(scripts, rev) is None)
+    if unknown and all(head in recorded for head in scripts.get_heads()):
+        return unknown
+    return []
+
+
+def ahead_note(ahead: list[str], heads: list[str]) -> str:
+    return (f"the database is ahead of this code: at {', '.join(ahead)} (newer revisions, "
+            f"not in this code), on top of this code's head {', '.join(heads)}")
 
 
 def edited_reason(scripts: ScriptDirectory, edited: list[str]) -> str:
@@ -91,15 +112,16 @@ def edited_reason(scripts: ScriptDirectory, edited: list[str]) -> str:
 
 
 def schema_status(connection: Connection, scripts: ScriptDirectory,
-                  on_disk: dict[str, str] | None = None,
-                  allow_edited: bool = False) -> SchemaStatus:
+                  on_disk: dict[str, str] | None = None, allow_edited: bool = False,
+                  allow_ahead: bool = True) -> SchemaStatus:
     """Compare the database with the scripts: pending revisions, or a reason to refuse."""
     current, recorded = read_state(connection)
-    return evaluate(scripts, current, recorded, on_disk, allow_edited)
+    return evaluate(scripts, current, recorded, on_disk, allow_edited, allow_ahead)
 
 
 def evaluate(scripts: ScriptDirectory, current: list[str], recorded: dict[str, str],
-             on_disk: dict[str, str] | None = None, allow_edited: bool = False) -> SchemaStatus:
+             on_disk: dict[str, str] | None = None, allow_edited: bool = False,
+             allow_ahead: bool = True) -> SchemaStatus:
     """The verdict for a database state; pure, so a caller may cache it per state."""
     heads = sorted(scripts.get_heads())
     status = SchemaStatus(current=list(current), head=heads)
@@ -107,9 +129,17 @@ def evaluate(scripts: ScriptDirectory, current: list[str], recorded: dict[str, s
         status.reason = heads_reason(heads)
         return status
     unknown = [rev for rev in current if find_revision(scripts, rev) is None]
-    if unknown:
+    ahead = ahead_of_code(scripts, current, recorded) if unknown else []
+    if ahead and not allow_ahead:
+        status.reason = (f"{ahead_note(ahead, heads)}; MIGRATION_ALLOW_AHEAD=0 refuses to "
+                         "serve on it")
+        return status
+    if unknown and not ahead:
         status.reason = unknown_reason(unknown)
         return status
+    status.ahead = ahead
+    if ahead:  # what this code knows of the database is its own whole history
+        current = heads
     if on_disk is None:
         on_disk = checksums.script_checksums(scripts)
     status.edited = checksums.edited_revisions(scripts, current, recorded, on_disk)

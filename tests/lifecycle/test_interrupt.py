@@ -7,10 +7,18 @@ import os
 import signal
 import time
 
+import psycopg2
 import pytest
 
-from tests.conftest import execute_sql
-from tests.support import copy_repository, head_revision, start_entrypoint, stop, write_revision
+from tests.conftest import connect_kwargs, execute_sql
+from tests.support import (
+    ROOT,
+    copy_repository,
+    head_revision,
+    start_entrypoint,
+    stop,
+    write_revision,
+)
 
 SLEEP = 30  # the revision's statement would take this long if not cancelled
 
@@ -60,3 +68,34 @@ def test_a_signal_cancels_the_running_migration_and_says_so(head_db, tmp_path, s
                                 "WHERE table_name = 'tasks' AND column_name = 'slow'") == [(0,)]
     assert execute_sql(head_db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") \
         == [(0,)]
+
+
+def test_sigterm_while_waiting_for_the_migration_lock_exits_with_one_line(empty_db, tmp_path):
+    # Arrange: another migrator holds the lock; this replica has the whole history pending.
+    from backend.lifecycle.lock import LOCK_KEY
+
+    holder = psycopg2.connect(**connect_kwargs(empty_db))
+    holder.autocommit = True
+    holder.cursor().execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+    log = tmp_path / "out.log"
+    proc = start_entrypoint(ROOT, empty_db, log)
+    try:
+        deadline = time.monotonic() + 30
+        while "waiting for the migration lock" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+
+        # Act
+        os.kill(proc.pid, signal.SIGTERM)
+        code = proc.wait(timeout=10)
+    finally:
+        holder.close()
+        stop(proc)
+
+    # Assert
+    output = log.read_text()
+    assert code != 0
+    assert "interrupted by SIGTERM" in output
+    assert len([line for line in output.splitlines() if "refusing to start" in line]) == 1
+    assert "Traceback" not in output
+    assert execute_sql(empty_db, "SELECT to_regclass('alembic_version')") == [(None,)]

@@ -225,8 +225,11 @@ def test_several_heads_are_refused_before_any_change(head_db, tmp_path):
 
 
 def test_an_unknown_database_revision_is_refused_untouched(head_db, tmp_path):
+    # A revision this code does not know, on a database that never held this code's head
+    # (no checksum rows: another project, or one migrated before checksums were kept).
     repo = Path(__file__).resolve().parents[2]
     execute_sql(head_db, "UPDATE alembic_version SET version_num = 'feedface0000'")
+    execute_sql(head_db, "DELETE FROM migration_checksums")
     before = execute_sql(head_db, "SELECT count(*) FROM migration_checksums")
 
     code, output, _ = run_entrypoint(repo, head_db, tmp_path)
