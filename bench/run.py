@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import api, containers, history, live, readyz, startup, verify
+from bench import api, containers, deploy, history, live, readyz, startup, verify
 from bench.common import BenchResult, Context, log, machine_info, postgres
 
 HERE = Path(__file__).resolve().parent
@@ -51,6 +51,7 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark(5, "readyz", readyz.run),
     Benchmark(6, "api", api.run),
     Benchmark(7, "containers", containers.run, on_request=True),
+    Benchmark(8, "deploy", deploy.run),
 ]
 
 

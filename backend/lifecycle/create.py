@@ -147,7 +147,7 @@ def main(argv: list[str]) -> int:
               f"checks for it in tests/migrations/data/{revision}.py (README, 'Testing "
               "migrations')")
     print(f"  review it, then apply with `{_flask_command()} db upgrade` (or restart the "
-          "service)")
+          "service); scripts/check_compat.sh checks the previous release still works on it")
     return 0
 
 

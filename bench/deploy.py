@@ -1,0 +1,124 @@
+"""Benchmark 8: a rolling deploy under load, from N to N+1 and back to N.
+
+tests/rollout.py's harness, with more clients and rows than the suite uses: two replicas of
+N (this checkout) serve a read/write mix; a replica of N+1 (three expand revisions on
+``tasks``: a column, a concurrent index, a batched backfill) starts, migrates and becomes
+ready; the N replicas leave rotation and stop one by one, a second N+1 replica joins; then N
+starts again on the new schema (a code rollback). Reported: failed requests (target 0),
+latency during the deploy against steady state before it (target: p99 within 2x), and
+seconds from N+1's start to its first ready answer.
+"""
+
+from __future__ import annotations
+
+import time
+
+from bench.common import (
+    ROOT,
+    BenchResult,
+    Context,
+    Row,
+    child_env,
+    log,
+    percentile,
+    run_timed,
+    summarize,
+)
+from tests.rollout import Fleet, Traffic, fill_tasks, next_release
+
+CLIENTS = 16
+STEADY = 5.0
+
+
+def _latencies(traffic: Traffic, start: float, end: float) -> list[float]:
+    return [took for when, outcome, took in traffic.outcomes
+            if start <= when < end and outcome == "ok"]
+
+
+def _one(ctx: Context, rows: int, rnd: int) -> dict[str, float]:
+    """One deploy and rollback on a fresh database of ``rows`` tasks."""
+    url = ctx.pg.create_database()
+    workdir = ctx.workdir / f"round{rnd}"
+    workdir.mkdir()
+    run_timed(["flask", "db", "upgrade"], ROOT, child_env(url), workdir / "prepare.log")
+    _, project = fill_tasks(url, rows)
+    newer = next_release(workdir / "next")
+    fleet = Fleet(url, workdir)
+    try:
+        for name in ("n-1", "n-2"):
+            fleet.start(name, ROOT)
+        for name in ("n-1", "n-2"):
+            fleet.wait_ready(name)
+        with Traffic(fleet, project, clients=CLIENTS) as traffic:
+            time.sleep(STEADY)
+            deploy_start = time.monotonic()
+            fleet.start("next-1", newer)
+            to_ready = fleet.wait_ready("next-1", timeout=300)
+            fleet.retire("n-1")
+            fleet.start("next-2", newer)
+            fleet.wait_ready("next-2")
+            fleet.retire("n-2")
+            deploy_end = time.monotonic()
+            fleet.start("n-again", ROOT)
+            fleet.wait_ready("n-again")
+            time.sleep(1)
+    finally:
+        fleet.close()
+    ctx.pg.drop_database(url.database)
+    steady = _latencies(traffic, deploy_start - STEADY, deploy_start)
+    during = _latencies(traffic, deploy_start, deploy_end)
+    return {"failed": len(traffic.failures()), "requests": len(traffic.outcomes),
+            "to_ready": to_ready, "deploy_seconds": deploy_end - deploy_start,
+            "steady_p50_ms": percentile(steady, 50) * 1000,
+            "steady_p99_ms": percentile(steady, 99) * 1000,
+            "deploy_p50_ms": percentile(during, 50) * 1000,
+            "deploy_p99_ms": percentile(during, 99) * 1000,
+            "left_rotation_early": len(fleet.not_ready_while_serving)}
+
+
+def run(ctx: Context) -> BenchResult:
+    rows = 100_000 if ctx.quick else 500_000
+    rounds = 1 if ctx.quick else 3
+    result = BenchResult(
+        key="deploy",
+        title="8. Rolling deploy N -> N+1 -> N under load",
+        what=(f"Two replicas of N (1 worker x 4 threads each), {CLIENTS} clients on a "
+              f"read/write mix sent only to ready replicas, {rows:,} tasks; N+1's three "
+              "expand revisions run on start; the N replicas leave rotation and stop one by "
+              f"one; then N starts again on the new schema. {rounds} round(s); median "
+              "(min-max). Plain here is the steady state before the deploy."),
+        ours_label="during the deploy",
+        plain_label="steady state",
+    )
+    runs = []
+    for rnd in range(rounds):
+        runs.append(_one(ctx, rows, rnd))
+        log(f"deploy: round {rnd + 1}/{rounds}: {runs[-1]['failed']} failed of "
+            f"{runs[-1]['requests']}, N+1 ready in {runs[-1]['to_ready']:.1f}s, p99 "
+            f"{runs[-1]['deploy_p99_ms']:.0f} ms vs {runs[-1]['steady_p99_ms']:.0f} ms steady")
+
+    def col(key: str) -> list[float]:
+        return [r[key] for r in runs]
+
+    p99_ratio = summarize([d / s for d, s in zip(col("deploy_p99_ms"), col("steady_p99_ms"),
+                                                 strict=True)])
+    result.rows = [
+        Row("failed requests", summarize(col("failed")), "—", "—", "0",
+            sum(col("failed")) == 0, unit="", digits=0),
+        Row("p50 latency", summarize(col("deploy_p50_ms")), summarize(col("steady_p50_ms")),
+            summarize([d / s for d, s in zip(col("deploy_p50_ms"), col("steady_p50_ms"),
+                                             strict=True)]), "—", None, unit="ms", digits=1),
+        Row("p99 latency", summarize(col("deploy_p99_ms")), summarize(col("steady_p99_ms")),
+            p99_ratio, "<= 2.0", p99_ratio.median <= 2.0, unit="ms", digits=1),
+        Row("N+1 start to ready (migration included)", summarize(col("to_ready")), "—", "—",
+            "—", None),
+        Row("whole deploy (N+1 start to last N stopped)", summarize(col("deploy_seconds")),
+            "—", "—", "—", None),
+    ]
+    result.notes = [
+        f"Requests sent in all rounds: {sum(col('requests')):,.0f}; N replicas that left "
+        f"rotation before they were stopped: {sum(col('left_rotation_early')):.0f}.",
+        "Client, replicas and PostgreSQL share the same 2 cores.",
+    ]
+    result.raw = {"rows": rows, "rounds": rounds, "clients": CLIENTS, "runs": runs}
+    return result
