@@ -11,8 +11,6 @@ seconds from N+1's start to its first ready answer.
 
 from __future__ import annotations
 
-import time
-
 from bench.common import (
     ROOT,
     BenchResult,
@@ -24,7 +22,7 @@ from bench.common import (
     run_timed,
     summarize,
 )
-from tests.rollout import Fleet, Traffic, fill_tasks, next_release
+from tests.rollout import Fleet, Traffic, fill_tasks, next_release, roll, serve_release
 
 CLIENTS = 16
 STEADY = 5.0
@@ -45,30 +43,17 @@ def _one(ctx: Context, rows: int, rnd: int) -> dict[str, float]:
     newer = next_release(workdir / "next")
     fleet = Fleet(url, workdir)
     try:
-        for name in ("n-1", "n-2"):
-            fleet.start(name, ROOT)
-        for name in ("n-1", "n-2"):
-            fleet.wait_ready(name)
+        serve_release(fleet, ROOT)
         with Traffic(fleet, project, clients=CLIENTS) as traffic:
-            time.sleep(STEADY)
-            deploy_start = time.monotonic()
-            fleet.start("next-1", newer)
-            to_ready = fleet.wait_ready("next-1", timeout=300)
-            fleet.retire("n-1")
-            fleet.start("next-2", newer)
-            fleet.wait_ready("next-2")
-            fleet.retire("n-2")
-            deploy_end = time.monotonic()
-            fleet.start("n-again", ROOT)
-            fleet.wait_ready("n-again")
-            time.sleep(1)
+            rollout = roll(fleet, ROOT, newer, steady=STEADY)
     finally:
         fleet.close()
     ctx.pg.drop_database(url.database)
-    steady = _latencies(traffic, deploy_start - STEADY, deploy_start)
-    during = _latencies(traffic, deploy_start, deploy_end)
+    start, end = rollout.deploy_start, rollout.deploy_end
+    steady = _latencies(traffic, start - STEADY, start)
+    during = _latencies(traffic, start, end)
     return {"failed": len(traffic.failures()), "requests": len(traffic.outcomes),
-            "to_ready": to_ready, "deploy_seconds": deploy_end - deploy_start,
+            "to_ready": rollout.to_ready, "deploy_seconds": end - start,
             "steady_p50_ms": percentile(steady, 50) * 1000,
             "steady_p99_ms": percentile(steady, 99) * 1000,
             "deploy_p50_ms": percentile(during, 50) * 1000,

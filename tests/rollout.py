@@ -161,6 +161,43 @@ class Fleet:
 _counter = itertools.count()
 
 
+@dataclass
+class Rollout:
+    """What one deploy and rollback took, for the test's asserts and the benchmark's rows."""
+
+    deploy_start: float
+    deploy_end: float
+    to_ready: float  # N+1's first replica: start (migration included) to ready
+    exit_codes: list[int]
+    rollback_readyz: tuple[int, str]
+
+
+def serve_release(fleet: Fleet, repo: Path, names: tuple[str, ...] = ("n-1", "n-2")) -> None:
+    for name in names:
+        fleet.start(name, repo)
+    for name in names:
+        fleet.wait_ready(name)
+
+
+def roll(fleet: Fleet, old: Path, new: Path, steady: float = 1.0) -> Rollout:
+    """With ``old`` serving as n-1 and n-2 (and traffic on): ``steady`` seconds as they
+    are, then N+1 replaces them one by one, then ``old`` starts again on the new schema."""
+    time.sleep(steady)
+    start = time.monotonic()
+    fleet.start("next-1", new)
+    to_ready = fleet.wait_ready("next-1", timeout=300)
+    codes = [fleet.retire("n-1")]
+    fleet.start("next-2", new)
+    fleet.wait_ready("next-2")
+    codes.append(fleet.retire("n-2"))
+    end = time.monotonic()
+    fleet.start("n-again", old)
+    fleet.wait_ready("n-again")
+    readyz = http_get(fleet.replicas["n-again"].port, "/readyz")
+    time.sleep(1)
+    return Rollout(start, end, to_ready, codes, readyz)
+
+
 class Traffic:
     """Clients sending a read/write mix through the fleet; every outcome kept with its time."""
 

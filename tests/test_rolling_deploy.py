@@ -8,10 +8,17 @@ orchestrator's endpoints do.
 from __future__ import annotations
 
 import json
-import time
 
-from tests.rollout import NEXT_REVISIONS, Fleet, Traffic, fill_tasks, next_release
-from tests.support import ROOT, http_get
+from tests.rollout import (
+    NEXT_REVISIONS,
+    Fleet,
+    Traffic,
+    fill_tasks,
+    next_release,
+    roll,
+    serve_release,
+)
+from tests.support import ROOT
 
 ROWS = 100_000
 
@@ -22,36 +29,19 @@ def test_a_rolling_deploy_and_a_rollback_fail_no_request(head_db, tmp_path):
     newer = next_release(tmp_path / "next")
     fleet = Fleet(head_db, tmp_path)
     try:
-        for name in ("n-1", "n-2"):
-            fleet.start(name, ROOT)
-        for name in ("n-1", "n-2"):
-            fleet.wait_ready(name)
+        serve_release(fleet, ROOT)
         with Traffic(fleet, project, clients=6) as traffic:
-            time.sleep(1)
-
-            # Act: N+1 starts, migrates and becomes ready; then N goes, one by one.
-            fleet.start("next-1", newer)
-            fleet.wait_ready("next-1", timeout=180)
-            codes = [fleet.retire("n-1")]
-            fleet.start("next-2", newer)
-            fleet.wait_ready("next-2")
-            codes.append(fleet.retire("n-2"))
-            time.sleep(1)
-
-            # ... and the team rolls the code back: N starts on N+1's schema.
-            fleet.start("n-again", ROOT)
-            fleet.wait_ready("n-again")
-            status, body = http_get(fleet.replicas["n-again"].port, "/readyz")
-            time.sleep(1)
-        failures = traffic.failures()
-        served = len(traffic.outcomes)
+            # Act: N+1 replaces N replica by replica; then N comes back (a code rollback).
+            rollout = roll(fleet, ROOT, newer)
     finally:
         fleet.close()
 
     # Assert
+    failures = traffic.failures()
     assert failures == [], failures[:10]
-    assert served > 100
+    assert len(traffic.outcomes) > 100
     assert fleet.not_ready_while_serving == [], "an N replica left rotation before it was stopped"
-    assert codes == [0, 0]
+    assert rollout.exit_codes == [0, 0]
+    status, body = rollout.rollback_readyz
     assert status == 200
     assert json.loads(body)["ahead"] == [NEXT_REVISIONS[-1][0]]
