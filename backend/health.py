@@ -7,7 +7,8 @@ database answers and its schema is the one this code was written for.
 ``/readyz`` is polled often, so it costs one short statement: it reads the applied
 revisions and their checksums on a driver connection of its own (the statement is the
 ping; a connection gone stale is replaced once). The answer for a given database state is
-computed and serialised once, then reused; the scripts are parsed once per process.
+computed and serialised once, then reused; the scripts are parsed once per state of the
+versions folder (one stat per request tells when a revision file came or went).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from backend.deadline import NoAnswer
 from backend.extensions import db
 from backend.lifecycle import checksums
 from backend.lifecycle.database import connect_kwargs, describe_error
-from backend.lifecycle.revisions import disk_checksums, evaluate, load_scripts
+from backend.lifecycle.revisions import disk_checksums, evaluate, load_scripts, versions_stamp
 
 health = Blueprint("health", __name__)
 log = logging.getLogger(__name__)
@@ -102,12 +103,12 @@ _reader = _StateReader()
 
 
 @lru_cache(maxsize=64)
-def _answer(directory: str, state: State, allow_edited: bool, allow_ahead: bool
+def _answer(directory: str, stamp: int, state: State, allow_edited: bool, allow_ahead: bool
             ) -> tuple[bytes, int]:
     current = sorted(rev for kind, rev, _ in state if kind == "v")
     recorded = {rev: digest.strip() for kind, rev, digest in state if kind == "c"}
-    status = evaluate(load_scripts(directory), current, recorded, disk_checksums(directory),
-                      allow_edited, allow_ahead)
+    status = evaluate(load_scripts(directory, stamp), current, recorded,
+                      disk_checksums(directory, stamp), allow_edited, allow_ahead)
     body = {"status": "ready" if status.at_head else "not ready", "database": "ok",
             **status.as_dict()}
     return json.dumps(body).encode(), 200 if status.at_head else 503
@@ -126,5 +127,6 @@ def readyz():
                 "head": sorted(load_scripts(directory).get_heads()), "pending": [], "ahead": [],
                 "reason": f"database unavailable: {reason}"}
         return jsonify(body), 503
-    payload, code = _answer(directory, state, settings.allow_edited, settings.allow_ahead)
+    payload, code = _answer(directory, versions_stamp(directory), state,
+                            settings.allow_edited, settings.allow_ahead)
     return Response(payload, status=code, mimetype="application/json")

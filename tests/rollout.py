@@ -30,21 +30,21 @@ from tests.support import (
 # backfill in batches (each batch its own short transaction, so no long row locks).
 NEXT_REVISIONS = (
     ("e0e0e0e00001", "add task estimate",
-     'op.add_column("tasks", sa.Column("estimate", sa.Integer()))',
-     'op.drop_column("tasks", "estimate")'),
+     'op.add_column("tasks", sa.Column("probe_estimate", sa.Integer()))',
+     'op.drop_column("tasks", "probe_estimate")'),
     ("e0e0e0e00002", "index tasks by estimate",
      'with op.get_context().autocommit_block():\n'
-     '    op.create_index("ix_tasks_estimate", "tasks", ["estimate"],\n'
+     '    op.create_index("ix_tasks_probe_estimate", "tasks", ["probe_estimate"],\n'
      '                    postgresql_concurrently=True, if_not_exists=True)',
      'with op.get_context().autocommit_block():\n'
-     '    op.drop_index("ix_tasks_estimate", "tasks", postgresql_concurrently=True,\n'
+     '    op.drop_index("ix_tasks_probe_estimate", "tasks", postgresql_concurrently=True,\n'
      '                  if_exists=True)'),
     ("e0e0e0e00003", "backfill task estimates in batches",
      'bind = op.get_bind()\n'
      'with op.get_context().autocommit_block():\n'
      '    while bind.exec_driver_sql(\n'
-     '            "UPDATE tasks SET estimate = 1 WHERE id IN (SELECT id FROM tasks "\n'
-     '            "WHERE estimate IS NULL LIMIT 10000)").rowcount:\n'
+     '            "UPDATE tasks SET probe_estimate = 1 WHERE id IN (SELECT id FROM tasks "\n'
+     '            "WHERE probe_estimate IS NULL LIMIT 10000)").rowcount:\n'
      '        pass',
      'pass'),
 )

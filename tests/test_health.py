@@ -80,3 +80,28 @@ def test_readyz_on_a_database_never_migrated_lists_every_revision(empty_db):
     assert body["database"] == "ok"
     assert body["current"] == []
     assert body["pending"] == revisions()
+
+
+def test_a_running_server_sees_a_revision_added_and_applied_since_it_started(tmp_path,
+                                                                            head_db):
+    # Arrange: a server of a repository copy, answering ready.
+    from backend import create_app
+    from backend.config import Config
+    from tests.support import copy_repository, head_revision, write_revision
+
+    repo = copy_repository(tmp_path / "repo")
+    app = create_app(Config(database_url=head_db))
+    app.extensions["migrate"].directory = str(repo / "migrations")
+    client = app.test_client()
+    assert client.get("/readyz").status_code == 200
+
+    # Act: a new revision on disk (pending), then applied by hand.
+    write_revision(repo, "beef00000001", head_revision(repo), "a new revision")
+    pending = client.get("/readyz").get_json()
+    run_flask(["db", "upgrade"], head_db, cwd=repo)
+    applied = client.get("/readyz")
+
+    # Assert
+    assert pending["pending"] == ["beef00000001"]
+    assert applied.status_code == 200
+    assert applied.get_json()["current"] == ["beef00000001"]

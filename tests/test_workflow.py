@@ -10,7 +10,7 @@ from tests.support import copy_repository, probe_entrypoint
 
 def notes_column(url) -> list:
     return execute_sql(url, "SELECT column_name FROM information_schema.columns "
-                            "WHERE table_name = 'tasks' AND column_name = 'notes'")
+                            "WHERE table_name = 'tasks' AND column_name = 'probe_note'")
 
 
 def test_change_create_apply_inspect_roll_back(head_db, tmp_path):
@@ -27,7 +27,7 @@ def test_change_create_apply_inspect_roll_back(head_db, tmp_path):
     # 4. Apply: start the service as the container does.
     status, body, _ = probe_entrypoint(repo, head_db, tmp_path / "out.log")
     assert status == 200, body
-    assert notes_column(head_db) == [("notes",)]
+    assert notes_column(head_db) == [("probe_note",)]
 
     # Verify: current shows the new head, history lists it.
     current = run_flask(["db", "current"], head_db, cwd=repo)

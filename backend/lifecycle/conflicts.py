@@ -308,11 +308,11 @@ def _check_known(scripts: ScriptDirectory, current: list[str]) -> None:
 
 def _upgrade(app: Flask, changed: str) -> list[str]:
     """``flask db upgrade`` as the entrypoint runs it; say where the database ends up."""
-    from backend.lifecycle.revisions import load_scripts
+    from backend.lifecycle.revisions import forget_scripts
     from backend.lifecycle.upgrade import upgrade_to_head
 
     _say("flask db upgrade")
-    load_scripts.cache_clear()  # the files just changed: parse them again
+    forget_scripts()  # the files just changed: parse them again
     before = _current(app)
     with app.app_context():
         try:
@@ -484,8 +484,9 @@ def resolve(action: str, message: str, keep: str | None, force: bool) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """Exit 0 when resolved, 1 on a refusal or a failed step (one line on stderr saying
-    which, and where things stand), 2 on usage: no action shows the heads and the options."""
+    """Exit 0 when resolved, or when asked only to show the heads and the ways out (no
+    action); 1 on a refusal or a failed step (one line on stderr saying which, and where
+    things stand); 2 on a usage error."""
     from backend.config import ConfigError
     from backend.logs import configure_logging
 
@@ -495,7 +496,7 @@ def main(argv: list[str]) -> int:
         from backend import MIGRATIONS_DIR
 
         print(overview(ScriptDirectory(str(MIGRATIONS_DIR))), file=sys.stderr)
-        return 2
+        return 0
     try:
         resolve(args.action, getattr(args, "message", ""), getattr(args, "keep", None),
                 args.force)

@@ -44,9 +44,10 @@ def summarize(ops: list[tuple[str, str]]) -> str:
 
 
 def _flask_command() -> str:
-    """How to run ``flask`` from where the user stands: bare when it is on PATH (an active
-    venv, a container), else the project venv's own, which works without activating it."""
-    if shutil.which("flask"):
+    """How to run ``flask`` from where the user stands: bare when it is on their PATH (an
+    active venv, a container), else the project venv's own, which works without activating
+    it. The scripts pass the caller's PATH on as ``CALLER_PATH`` (scripts/_common.sh)."""
+    if shutil.which("flask", path=os.environ.get("CALLER_PATH")):
         return "flask"
     venv_flask = Path(sys.executable).parent / "flask"
     try:
@@ -146,8 +147,13 @@ def main(argv: list[str]) -> int:
         print(f"  it changes existing data ({', '.join(sorted(set(touching)))}): add rows and "
               f"checks for it in tests/migrations/data/{revision}.py (README, 'Testing "
               "migrations')")
-    print(f"  review it, then apply with `{_flask_command()} db upgrade` (or restart the "
-          "service); scripts/check_compat.sh checks the previous release still works on it")
+    if embedded:
+        print("  review it; `make run` applies it to the development database as it starts")
+    else:
+        print(f"  review it, then apply it with `{_flask_command()} db upgrade` (or restart "
+              "the service)")
+    print("  before a release: scripts/check_compat.sh (does the previous release still work "
+          "on it?)")
     return 0
 
 

@@ -1,12 +1,15 @@
 """Where the database stands against the revision scripts.
 
-The scripts are parsed, and their checksums taken, once per process: ``/readyz`` asks on
-every request, and re-reading the ``versions/`` folder each time would cost a disk walk
-and an import per file.
+The scripts are parsed, and their checksums taken, once per state of the ``versions/``
+folder: ``/readyz`` asks on every request, and re-reading the folder each time would cost a
+disk walk and an import per file; a revision file added or removed (a running development
+server, then `flask db upgrade` with a new revision) changes the folder's mtime, and the
+next call parses again.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 
@@ -17,14 +20,37 @@ from sqlalchemy import Connection, text
 from backend.lifecycle import checksums
 
 
+def versions_stamp(directory: str) -> int:
+    """The versions folder's mtime: it changes whenever a revision file comes or goes."""
+    try:
+        return os.stat(os.path.join(directory, "versions")).st_mtime_ns
+    except OSError:
+        return 0
+
+
 @lru_cache(maxsize=8)
-def load_scripts(directory: str) -> ScriptDirectory:
+def _scripts(directory: str, stamp: int) -> ScriptDirectory:
     return ScriptDirectory(directory)
 
 
 @lru_cache(maxsize=8)
-def disk_checksums(directory: str) -> dict[str, str]:
-    return checksums.script_checksums(load_scripts(directory))
+def _checksums(directory: str, stamp: int) -> dict[str, str]:
+    return checksums.script_checksums(_scripts(directory, stamp))
+
+
+def load_scripts(directory: str, stamp: int | None = None) -> ScriptDirectory:
+    return _scripts(directory, versions_stamp(directory) if stamp is None else stamp)
+
+
+def disk_checksums(directory: str, stamp: int | None = None) -> dict[str, str]:
+    return _checksums(directory, versions_stamp(directory) if stamp is None else stamp)
+
+
+def forget_scripts() -> None:
+    """Parse again on the next call: for a caller that edited files in place (their
+    content changed, the folder's mtime may not have)."""
+    _scripts.cache_clear()
+    _checksums.cache_clear()
 
 
 _TABLES = text("SELECT to_regclass('alembic_version') IS NOT NULL, "

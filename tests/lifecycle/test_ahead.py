@@ -30,8 +30,8 @@ def newer(head_db, tmp_path):
     """The database migrated by release N+1: a nullable column on tasks, on top of N's head."""
     repo = copy_repository(tmp_path / "next")
     write_revision(repo, NEXT, head_revision(repo), "add task estimate",
-                   upgrade='op.add_column("tasks", sa.Column("estimate", sa.Integer()))',
-                   downgrade='op.drop_column("tasks", "estimate")')
+                   upgrade='op.add_column("tasks", sa.Column("probe_estimate", sa.Integer()))',
+                   downgrade='op.drop_column("tasks", "probe_estimate")')
     run_flask(["db", "upgrade"], head_db, cwd=repo)
     return head_db
 

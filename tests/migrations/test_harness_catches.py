@@ -29,7 +29,8 @@ TEST_FILES = ("__init__.py", "conftest.py", "support.py", "migrations")
 
 def forgotten_drop_column(repo: Path) -> None:
     write_revision(repo, "cafe00000001", HEAD, "add task notes",
-                   upgrade='op.add_column("tasks", sa.Column("notes", sa.Text(), nullable=True))',
+                   upgrade='op.add_column("tasks", sa.Column("probe_note", sa.Text(), '
+                           'nullable=True))',
                    downgrade="pass  # forgets op.drop_column")
 
 
@@ -78,7 +79,7 @@ class Scenario:
 SCENARIOS = {
     "downgrade forgets a column": Scenario(
         forgotten_drop_column, [MODULE, "-k", "test_downgrade_leaves_no_trace"],
-        "test_downgrade_leaves_no_trace", ("cafe00000001", "notes")),
+        "test_downgrade_leaves_no_trace", ("cafe00000001", "probe_note")),
     "model changed without a migration": Scenario(
         model_without_migration, [MODULE, "-k", "test_model_definitions_match_ddl"],
         "test_model_definitions_match_ddl", ("add_column('tasks'", "estimate_hours")),

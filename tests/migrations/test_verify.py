@@ -39,7 +39,7 @@ pytestmark = pytest.mark.filterwarnings(
 
 SHIPPED = revisions()
 HEAD = SHIPPED[-1]
-NOTES = 'op.add_column("tasks", sa.Column("notes", sa.Text(), nullable=True))'
+NOTES = 'op.add_column("tasks", sa.Column("probe_note", sa.Text(), nullable=True))'
 
 
 @dataclass(frozen=True)
@@ -63,15 +63,16 @@ class Broken:
 BROKEN = {
     "downgrade forgets a column": Broken(
         "cafe00000011", "add task notes", NOTES, "pass  # forgets op.drop_column",
-        "+ column public.tasks.notes text"),
+        "+ column public.tasks.probe_note text"),
     "downgrade forgets an index": Broken(
         "cafe00000012", "index task titles",
-        'op.create_index("ix_tasks_title", "tasks", ["title"])',
+        'op.create_index("ix_tasks_probe_title", "tasks", ["title"])',
         "pass  # forgets op.drop_index",
-        "+ index public.tasks.ix_tasks_title CREATE INDEX ix_tasks_title ON public.tasks"),
+        "+ index public.tasks.ix_tasks_probe_title CREATE INDEX ix_tasks_probe_title "
+        "ON public.tasks"),
     "downgrade drops a column the upgrade did not add": Broken(
-        "cafe00000013", "add task summaries", NOTES.replace("notes", "summary"),
-        'op.drop_column("tasks", "summary")\nop.drop_column("tasks", "created_at")',
+        "cafe00000013", "add task summaries", NOTES.replace("probe_note", "probe_summary"),
+        'op.drop_column("tasks", "probe_summary")\nop.drop_column("tasks", "created_at")',
         "- column public.tasks.created_at timestamp with time zone"),
 }
 
@@ -199,7 +200,7 @@ op.execute("INSERT INTO users (email, name) VALUES ('left@example.com', 'Left')"
         "cafe00000022", "index task titles concurrently",
         "pass",
         '''with op.get_context().autocommit_block():
-    op.create_index("ix_tasks_title", "tasks", ["title"], postgresql_concurrently=True)''',
+    op.create_index("ix_tasks_probe_title", "tasks", ["title"], postgresql_concurrently=True)''',
         ["downgrade of cafe00000022 (index task titles concurrently) leaves a trace",
          "cannot go on after cafe00000022 (index task titles concurrently)"]),
     "an upgrade that fails": (

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import child_env, execute_sql, run_flask
+from tests.conftest import VENV_BIN, child_env, execute_sql, run_flask
 from tests.support import copy_repository, revisions, write_revision
 
-NOTES_COLUMN = "    notes: Mapped[str | None] = mapped_column(sa.Text)\n"
+# A column no real model change will add (tests must not collide with yours).
+NOTES_COLUMN = "    probe_note: Mapped[str | None] = mapped_column(sa.Text)\n"
 TITLE_LINE = "    title: Mapped[str] = mapped_column(sa.String(500))\n"
 
 
@@ -50,8 +52,8 @@ def test_creates_one_revision_for_a_model_change(repo, head_db):
     assert f"migrations/versions/{name}" in proc.stdout
     assert "add_column(tasks)" in proc.stdout
     text = (repo / "migrations/versions" / name).read_text()
-    assert "op.add_column('tasks', sa.Column('notes'" in text
-    assert "op.drop_column('tasks', 'notes')" in text
+    assert "op.add_column('tasks', sa.Column('probe_note'" in text
+    assert "op.drop_column('tasks', 'probe_note')" in text
     assert "1 revision(s) linted, 0 finding(s)" in proc.stdout + proc.stderr
     assert "changes existing data" not in proc.stdout
 
@@ -153,3 +155,24 @@ def test_brings_the_embedded_development_database_to_head_first(repo):
     assert (f"development database was {len(revisions())} revision(s) behind; bringing it "
             "to head first") in proc.stderr
     assert len(versions(repo) - before) == 1
+
+
+def test_the_command_it_suggests_works_in_a_shell_without_the_venv(repo, head_db):
+    # Arrange: a checkout with its .venv, behind head, and a shell whose PATH has no flask.
+    (repo / ".venv").symlink_to(Path(VENV_BIN).parent)
+    run_flask(["db", "downgrade"], head_db, cwd=repo)
+    add_notes_column(repo)
+    env = child_env(head_db, PATH="/usr/bin:/bin")
+    script = str(repo / "scripts/create_migration.sh")
+
+    # Act
+    proc = subprocess.run([script, "add task notes"], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+    # Assert: the printed command, run as printed in that shell, applies what is pending.
+    assert proc.returncode != 0
+    command = re.search(r"apply them first with `([^`]+)`", proc.stderr).group(1)
+    assert command == ".venv/bin/flask db upgrade"
+    applied = subprocess.run(command.split(), cwd=repo, env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert applied.returncode == 0, applied.stderr

@@ -244,7 +244,7 @@ def test_refuses_when_there_is_one_head(repo, head_db, action):
 def test_without_arguments_shows_the_heads_and_both_ways(repo, head_db, conflict):
     proc = resolve(repo, head_db)
 
-    assert proc.returncode != 0
+    assert proc.returncode == 0
     assert OTHER in proc.stderr and LOCAL in proc.stderr
     assert "resolve_conflict.sh merge" in proc.stderr
     assert "resolve_conflict.sh rebase" in proc.stderr
