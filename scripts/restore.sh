@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Replace the contents of the database in DATABASE_URL with a dump:
+# Replace the contents of the database in DATABASE_URL (without it: the embedded
+# development database, as scripts/backup.sh) with a dump:
 #   scripts/restore.sh FILE --yes
 # pg_restore --clean --if-exists --no-owner --single-transaction: all or nothing. Without
 # --yes it only says what it would do. Stop the service first: the restore locks every
@@ -33,16 +34,13 @@ if [ ! -f "$file" ]; then
     echo "restore: no such file: $file" >&2
     exit 2
 fi
-if [ -z "${DATABASE_URL:-}" ]; then
-    echo "restore: DATABASE_URL is not set: say which database to replace, e.g. DATABASE_URL=postgresql://user:password@host:5432/dbname" >&2
-    exit 2
-fi
-
 # shellcheck source=scripts/_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
 if [ -n "$yes" ]; then
-    echo "restore: restoring $file into the database in DATABASE_URL (pg_restore --clean --single-transaction)" >&2
+    target="the embedded development database"
+    if [ -n "${DATABASE_URL:-}" ]; then target="the database in DATABASE_URL"; fi
+    echo "restore: restoring $file into $target (pg_restore --clean --single-transaction)" >&2
     exec python -m backend.lifecycle.backup restore "$file" --yes
 fi
 exec python -m backend.lifecycle.backup restore "$file"

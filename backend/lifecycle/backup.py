@@ -468,15 +468,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    settings.keep)
             print(path)
             return 0
-        url = parse_database_url(os.environ.get("DATABASE_URL"))
         if not args.file.is_file():
             raise LifecycleError(f"no such backup file: {args.file}")
-        if not args.yes:
-            print(f"restore: would replace the contents of {mask_url(url)} with "
-                  f"{_describe_dump(args.file)}; nothing done. Run again with --yes to do it.",
-                  file=sys.stderr)
-            return 2
-        restore_backup(url, args.file)
+        from backend.lifecycle.embedded import database_url_or_embedded
+
+        # Like backup: DATABASE_URL, else the embedded development database (started for
+        # the restore if `make run` is not running, as after stopping it first).
+        with database_url_or_embedded() as raw:
+            url = parse_database_url(raw)
+            if not args.yes:
+                print(f"restore: would replace the contents of {mask_url(url)} with "
+                      f"{_describe_dump(args.file)}; nothing done. Run again with --yes to "
+                      "do it.", file=sys.stderr)
+                return 2
+            restore_backup(url, args.file)
         return 0
     except (ConfigError, LifecycleError) as exc:
         log.error("%s failed: %s", args.command, exc)

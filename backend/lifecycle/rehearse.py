@@ -945,8 +945,26 @@ def _label(revisions: Sequence[str]) -> str:
     return ", ".join(revisions) if revisions else "base"
 
 
+def refuse_an_older_target(source: URL, target: URL) -> None:
+    """A dump restores into its own major version or a newer one, never an older one;
+    tried anyway, it fails late and cryptically ("unsupported version (1.16) in file
+    header", or an unknown setting such as ``transaction_timeout``). Say so before copying."""
+    from backend.lifecycle.backup import _server_major, _show_major, server_version_num
+
+    source_major = _server_major(server_version_num(source))
+    target_major = _server_major(server_version_num(target))
+    if target_major < source_major:
+        raise LifecycleError(
+            f"the target server runs PostgreSQL {_show_major(target_major)}, older than the "
+            f"source's {_show_major(source_major)}: a copy restores only into the same major "
+            f"version or a newer one; give --target-url a PostgreSQL "
+            f"{_show_major(source_major)} or newer")
+
+
 def rehearse(options: Options, guard: SignalGuard) -> Rehearsal:
     """Copy, run, measure; the scratch database and the temporary dump are gone after."""
+    if options.from_url is not None:
+        refuse_an_older_target(options.from_url, options.target_url)
     source = mask_url(options.from_url) if options.from_url is not None \
         else str(options.from_dump)
     result = Rehearsal(source=source, server=mask_url(options.target_url.set(database="")))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
 import subprocess
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,8 +25,8 @@ from backend.lifecycle.backup import (
     server_version_num,
     take_backup,
 )
-from tests.conftest import ROOT, child_env, execute_sql
-from tests.support import revisions
+from tests.conftest import ROOT, child_env, execute_sql, run_flask
+from tests.support import copy_repository, revisions
 
 HEAD = revisions()[-1]
 APP_TABLES = ("users", "projects", "tasks")
@@ -469,13 +471,40 @@ def test_restore_script_refuses_a_missing_file(head_db, tmp_path):
     assert snapshot(head_db) == before
 
 
-def test_restore_script_requires_database_url(tmp_path):
-    dump = tmp_path / "x.dump"
-    dump.write_text("x")
+@contextlib.contextmanager
+def embedded_in(repo: Path) -> Iterator:
+    """The embedded development database of a checkout, as its scripts start it."""
+    from backend.config import parse_database_url
+    from backend.lifecycle.embedded import embedded_database_url
 
-    proc = run_script("restore.sh", str(dump), "--yes")
+    with embedded_database_url(repo / ".data" / "postgres") as raw:
+        yield parse_database_url(raw)
 
-    assert proc.returncode != 0 and "DATABASE_URL is not set" in proc.stderr
+
+def test_without_database_url_backup_and_restore_use_the_embedded_database(tmp_path):
+    # Arrange: a checkout of its own (its own .data/postgres), with rows in its database.
+    repo = copy_repository(tmp_path / "repo")
+
+    def script(name: str, *args: str) -> subprocess.CompletedProcess:
+        env = child_env(None)
+        return subprocess.run([str(repo / "scripts" / name), *args], cwd=repo, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    with embedded_in(repo) as url:
+        run_flask(["db", "upgrade"], url, cwd=repo)
+        execute_sql(url, "INSERT INTO users (email, name) VALUES ('kept@example.com', 'K')")
+    dump = script("backup.sh").stdout.strip().splitlines()[-1]
+    with embedded_in(repo) as url:
+        execute_sql(url, "DELETE FROM users")
+
+    # Act: the guide's order: the service is stopped (so is the embedded server), restore.
+    proc = script("restore.sh", dump, "--yes")
+
+    # Assert
+    assert proc.returncode == 0, proc.stderr
+    assert "the embedded development database" in proc.stderr
+    with embedded_in(repo) as url:
+        assert execute_sql(url, "SELECT email FROM users") == [("kept@example.com",)]
 
 
 @pytest.mark.parametrize("args", [[], ["--yes"], ["a.dump", "b.dump", "--yes"], ["--force"]])

@@ -15,7 +15,7 @@ import pytest
 from backend.lifecycle.backup import take_backup
 from backend.lifecycle.rehearse import TableState, expected_row_loss, lost_rows, strongest
 from tests.conftest import ROOT, child_env, execute_sql, run_flask, url_text
-from tests.support import copy_repository, revisions, write_revision
+from tests.support import PrivateServer, copy_repository, revisions, write_revision
 
 EARLY = "c47d0e5a9f26"  # the shipped revisions after it are pending on the early source
 HEAD = revisions()[-1]
@@ -340,3 +340,24 @@ def test_lock_modes_compare_in_postgresql_order():
     assert strongest({"ShareLock", "ShareRowExclusiveLock", "AccessShareLock"}) == \
         "ShareRowExclusiveLock"
     assert strongest({"ExclusiveLock", "AccessExclusiveLock"}) == "AccessExclusiveLock"
+
+
+def test_a_target_older_than_the_source_is_refused_before_copying(tmp_path):
+    # Arrange: a source on PostgreSQL 18 and a target on 16, both of this test's own.
+    source = PrivateServer(tmp_path / "pg18", major=18)
+    target = PrivateServer(tmp_path / "pg16", major=16)
+    try:
+        # Act
+        proc = rehearse("--from-url", url_text(source.url), "--target-url",
+                        url_text(target.url), "--prefix", "rt_old")
+        created = execute_sql(target.url, "SELECT count(*) FROM pg_database "
+                                          "WHERE datname LIKE 'rt_old%'")
+    finally:
+        source.close()
+        target.close()
+
+    # Assert
+    assert proc.returncode == 2
+    assert "runs PostgreSQL 16, older than the source's 18" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert created == [(0,)]
