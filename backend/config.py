@@ -131,6 +131,16 @@ def _float(environ: Mapping[str, str], name: str, default: float, positive: bool
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
+def log_format_from(environ: Mapping[str, str] | None = None) -> str:
+    """``LOG_FORMAT`` alone, for the tools that log before (or without) a whole ``Config``.
+    A value they do not understand means text; the service itself refuses it at start."""
+    try:
+        return _choice(os.environ if environ is None else environ, "LOG_FORMAT",
+                       ("text", "json"), "text")
+    except ConfigError:
+        return "text"
+
+
 def _choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...], default: str
             ) -> str:
     """One of ``choices``, in any case."""

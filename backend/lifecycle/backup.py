@@ -28,7 +28,14 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
-from backend.config import ConfigError, mask_url, parse_database_url, parse_flag, parse_int
+from backend.config import (
+    ConfigError,
+    log_format_from,
+    mask_url,
+    parse_database_url,
+    parse_flag,
+    parse_int,
+)
 from backend.lifecycle import LifecycleError
 from backend.lifecycle.database import connect_kwargs, run_sql
 from backend.logs import mask_secrets
@@ -455,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     restore.add_argument("--yes", action="store_true", help="really replace the database")
     args = parser.parse_args(argv)
 
-    configure_logging("json" if os.environ.get("LOG_FORMAT", "").lower() == "json" else "text")
+    configure_logging(log_format_from())
     try:
         if args.command == "backup":
             from backend.lifecycle.embedded import database_url_or_embedded

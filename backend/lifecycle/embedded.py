@@ -57,8 +57,12 @@ def database_url_or_embedded() -> Iterator[str]:
         yield url
         return
     with embedded_database_url() as url:
-        print(f"DATABASE_URL is not set: using the embedded PostgreSQL in "
-              f"{DATA_DIR.relative_to(ROOT)} ({mask_url(url)})", file=sys.stderr)
+        from backend.config import log_format_from
+        from backend.logs import configure_logging
+
+        configure_logging(log_format_from())  # the same line format as everything after it
+        log.info("DATABASE_URL is not set: using the embedded PostgreSQL in %s (%s)",
+                 DATA_DIR.relative_to(ROOT), mask_url(url))
         yield url
 
 

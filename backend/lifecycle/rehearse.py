@@ -45,7 +45,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 from sqlalchemy.engine import URL
 
-from backend.config import Config, ConfigError, mask_url, parse_database_url
+from backend.config import Config, ConfigError, log_format_from, mask_url, parse_database_url
 from backend.lifecycle import LifecycleError, checksums
 from backend.lifecycle.database import connect, describe_error, run_sql
 from backend.logs import mask_secrets
@@ -1261,7 +1261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from backend.logs import configure_logging
 
     options, args = parse_args(argv)
-    configure_logging("json" if os.environ.get("LOG_FORMAT", "").lower() == "json" else "text")
+    configure_logging(log_format_from())
     _quiet(options.verbose)
     stdout = sys.stdout
     with SignalGuard() as guard:

@@ -70,7 +70,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
 from backend import MIGRATIONS_DIR
-from backend.config import ConfigError, mask_url, parse_database_url
+from backend.config import ConfigError, log_format_from, mask_url, parse_database_url
 from backend.lifecycle import LifecycleError, checksums
 from backend.lifecycle.database import describe_error
 
@@ -648,7 +648,7 @@ def _quiet(verbose: bool) -> None:
 
     from backend.logs import configure_logging
 
-    configure_logging(os.environ.get("LOG_FORMAT", "text").strip().lower() or "text")
+    configure_logging(log_format_from())
     for name in ("backend", "alembic", "flask_migrate"):
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
 

@@ -52,13 +52,14 @@ class Migrator:
     def check(self) -> None:
         self._run(command.check)
 
-    def revisions(self) -> list[str]:
-        """Every revision, oldest first."""
+    def scripts(self):
         from alembic.script import ScriptDirectory
 
-        with self.app.app_context():
-            scripts = ScriptDirectory(self.app.extensions["migrate"].directory)
-        return [rev.revision for rev in reversed(list(scripts.walk_revisions()))]
+        return ScriptDirectory(self.app.extensions["migrate"].directory)
+
+    def revisions(self) -> list[str]:
+        """Every revision, oldest first (parents before children)."""
+        return [rev.revision for rev in reversed(list(self.scripts().walk_revisions()))]
 
     def close(self) -> None:
         from backend.extensions import db

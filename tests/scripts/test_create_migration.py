@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -176,3 +177,15 @@ def test_the_command_it_suggests_works_in_a_shell_without_the_venv(repo, head_db
     applied = subprocess.run(command.split(), cwd=repo, env=env, capture_output=True,
                              text=True, timeout=120)
     assert applied.returncode == 0, applied.stderr
+
+
+def test_the_embedded_database_line_follows_log_format(repo):
+    add_notes_column(repo)
+    env = child_env(None, LOG_FORMAT="json")
+
+    proc = subprocess.run([str(repo / "scripts/create_migration.sh"), "add task notes"],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+
+    assert proc.returncode == 0, proc.stderr
+    [line] = [ln for ln in proc.stderr.splitlines() if "using the embedded PostgreSQL" in ln]
+    assert json.loads(line)["level"] == "info"
