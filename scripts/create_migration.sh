@@ -17,4 +17,4 @@ echo "create_migration: comparing backend/models/ with the database" >&2
 python -m backend.lifecycle.create "$@"
 # The new revision is the only head (several heads were refused above).
 echo "create_migration: linting the new revision (warnings only; CI fails on them)" >&2
-python -m backend.lifecycle.lint --warn-only head
+python -m backend.lifecycle.lint --warn-only head >&2

@@ -6,6 +6,7 @@ file exists, the file is removed: a refused run leaves the tree as it found it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -95,8 +96,10 @@ def create_revision(app: Flask, message: str, catch_up: bool = False) -> Path:
         versions = Path(scripts.versions)
         before = set(versions.glob("*.py"))
         try:
-            command.revision(migrate_ext.migrate.get_config(opts=["autogenerate"]), message=message,
-                             autogenerate=True)
+            # Alembic's "Generating ... done" is progress: stdout holds only our summary.
+            with contextlib.redirect_stdout(sys.stderr):
+                command.revision(migrate_ext.migrate.get_config(opts=["autogenerate"]),
+                                 message=message, autogenerate=True)
         except BaseException:
             for leftover in set(versions.glob("*.py")) - before:
                 leftover.unlink()
@@ -147,11 +150,8 @@ def main(argv: list[str]) -> int:
         print(f"  it changes existing data ({', '.join(sorted(set(touching)))}): add rows and "
               f"checks for it in tests/migrations/data/{revision}.py (README, 'Testing "
               "migrations')")
-    if embedded:
-        print("  review it; `make run` applies it to the development database as it starts")
-    else:
-        print(f"  review it, then apply it with `{_flask_command()} db upgrade` (or restart "
-              "the service)")
+    print(f"  review it, then apply it with `{_flask_command()} db upgrade` (or restart "
+          "the service)")
     print("  before a release: scripts/check_compat.sh (does the previous release still work "
           "on it?)")
     return 0

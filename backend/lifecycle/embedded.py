@@ -8,6 +8,7 @@ never comes here: in production a missing ``DATABASE_URL`` is an error.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from backend.config import mask_url, parse_database_url
+from backend.config import Config, mask_url, parse_database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = ROOT / ".data" / "postgres"
@@ -64,6 +65,18 @@ def database_url_or_embedded() -> Iterator[str]:
         log.info("DATABASE_URL is not set: using the embedded PostgreSQL in %s (%s)",
                  DATA_DIR.relative_to(ROOT), mask_url(url))
         yield url
+
+
+def config_for_flask_command() -> Config:
+    """The settings for a developer's ``flask ...`` command, by the rule every development
+    command follows: ``DATABASE_URL`` when set, else the embedded development database,
+    started for the command (when ``make run`` is not running) and stopped as it exits."""
+    if os.environ.get("DATABASE_URL", "").strip():
+        return Config.from_env()
+    stack = contextlib.ExitStack()
+    url = stack.enter_context(database_url_or_embedded())
+    atexit.register(stack.close)
+    return Config.from_env({**os.environ, "DATABASE_URL": url})
 
 
 def run_entrypoint() -> int:

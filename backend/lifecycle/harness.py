@@ -99,6 +99,20 @@ def transaction_leaving_revisions(scripts: ScriptDirectory) -> list[str]:
             if leaves_transaction(script)]
 
 
+def newest_merge(scripts: ScriptDirectory) -> str | None:
+    """The newest merge revision, the floor for pytest-alembic's downgrade check.
+
+    That check walks the history as one line; across two branches its line steps from one
+    branch's tip to the other's, where "down one" undoes the wrong branch and the check fails
+    a history that is fine. Below the newest merge it only upgrades; the downgrades there are
+    proved by ``scripts/verify_migrations.sh``, which follows each revision's own parents.
+    """
+    for script in scripts.walk_revisions():  # newest first
+        if script.is_merge_point:
+            return script.revision
+    return None
+
+
 def row_counts(connection: Connection) -> dict[str, int]:
     """Rows in every table of the current schema but the migration bookkeeping, in one
     round trip. Reads in the caller's transaction, so uncommitted rows count."""

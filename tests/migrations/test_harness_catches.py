@@ -55,14 +55,14 @@ def data_loss(repo: Path) -> None:
 from tests.migrations.data import rows
 
 ROWS = [
-    {"__tablename__": "users", "id": 90000, "email": "archive@example.com", "name": "Owner"},
-    {"__tablename__": "projects", "id": 90000, "owner_id": 90000, "name": "P", "slug": "p"},
-    {"__tablename__": "tasks", "id": 90001, "project_id": 90000, "title": "t", "status": "done"},
+    {"__tablename__": "users", "id": 990000, "email": "archive@example.com", "name": "Owner"},
+    {"__tablename__": "projects", "id": 990000, "owner_id": 990000, "name": "P", "slug": "p"},
+    {"__tablename__": "tasks", "id": 990001, "project_id": 990000, "title": "t", "status": "done"},
 ]
 
 
 def upgraded(db):
-    assert rows(db, "SELECT id, status FROM tasks WHERE id = 90001") == [(90001, "done")]
+    assert rows(db, "SELECT id, status FROM tasks WHERE id = 990001") == [(990001, "done")]
 ''')
 
 

@@ -88,7 +88,8 @@ def test_downgrade_leaves_no_trace(alembic_config, alembic_engine: Engine) -> No
     downgrade is still proved by ``test_up_down_consistency`` and test_history's round trip.
     """
     config = dataclasses.replace(
-        alembic_config, skip_revisions=harness.transaction_leaving_revisions(SCRIPTS))
+        alembic_config, skip_revisions=harness.transaction_leaving_revisions(SCRIPTS),
+        minimum_downgrade_revision=harness.newest_merge(SCRIPTS))
     with pytest_alembic.runner(config=config, engine=alembic_engine) as runner:
         experimental.test_downgrade_leaves_no_trace(runner)
 

@@ -109,7 +109,8 @@ def reference(repo: Path, make_database: Callable[[], URL], rows: dict[str, list
     test_pytest_alembic.py (with its skip of ``autocommit_block`` revisions in the
     downgrade check); the failures' texts, empty when they pass."""
     directory = repo / "migrations"
-    skip = harness.transaction_leaving_revisions(ScriptDirectory(str(directory)))
+    scripts = ScriptDirectory(str(directory))
+    skip = harness.transaction_leaving_revisions(scripts)
     failures = []
     for name in checks:
         with harness.migration_session(make_database()) as session:
@@ -120,7 +121,9 @@ def reference(repo: Path, make_database: Callable[[], URL], rows: dict[str, list
             settings = pytest_alembic.config.Config(alembic_config=config,
                                                     before_revision_data=rows)
             if name == "test_downgrade_leaves_no_trace":
-                settings = dataclasses.replace(settings, skip_revisions=skip)
+                settings = dataclasses.replace(settings, skip_revisions=skip,
+                                               minimum_downgrade_revision=harness.newest_merge(
+                                                   scripts))
             try:
                 with pytest_alembic.runner(config=settings, engine=session.engine) as runner:
                     REFERENCE_CHECKS[name](runner)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +14,7 @@ from backend.config import parse_database_url
 from backend.lifecycle import LifecycleError
 from backend.lifecycle.conflicts import is_local_host, non_local_hosts, reparent_source
 from tests.conftest import child_env, execute_sql, run_flask
-from tests.support import ROOT, copy_repository, write_revision
+from tests.support import copy_repository, write_revision
 
 OTHER = "aaaa00000001"   # the older head: arrived from the other branch, not applied
 LOCAL = "bbbb00000002"   # the newer head: written and applied here
@@ -310,20 +308,3 @@ def test_reparent_source_refuses_a_parent_it_cannot_find(tmp_path):
 
     with pytest.raises(LifecycleError, match="exactly once"):
         reparent_source(source, "ffff", "bbbb")
-
-
-def test_after_a_merge_the_migration_suite_still_walks_the_history(repo, head_db, conflict):
-    # Arrange: the merge, then the project's own migration suite, run in that checkout.
-    assert resolve(repo, head_db, "merge", "-m", "merge a and b").returncode == 0
-    shutil.copytree(ROOT / "tests", repo / "tests",
-                    ignore=shutil.ignore_patterns("__pycache__", "containers"))
-
-    # Act
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "tests/migrations/test_history.py", "-k", "every_revision"],
-                          cwd=repo, env=child_env(None), capture_output=True, text=True,
-                          timeout=300)
-
-    # Assert
-    assert proc.returncode == 0, proc.stdout[-3000:]
-    assert "1 passed" in proc.stdout
