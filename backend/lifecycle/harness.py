@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import URL
 
 from backend.config import Config
-from backend.lifecycle import checksums
+from backend.lifecycle.fingerprint import BOOKKEEPING
 
 if TYPE_CHECKING:
     import pytest_alembic.config
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from flask import Flask
 
 # Tables that belong to the migration machinery, not to the data a revision must keep.
-BOOKKEEPING_TABLES = ("alembic_version", checksums.TABLE)
 _LEAVES_TRANSACTION = re.compile(r"\bautocommit_block\s*\(")
 
 
@@ -118,7 +117,7 @@ def row_counts(connection: Connection) -> dict[str, int]:
     round trip. Reads in the caller's transaction, so uncommitted rows count."""
     tables = [name for (name,) in connection.execute(text(
         "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1"))
-        if name not in BOOKKEEPING_TABLES]
+        if name not in BOOKKEEPING]
     if not tables:
         return {}
     query = " UNION ALL ".join(

@@ -48,6 +48,7 @@ from sqlalchemy.engine import URL
 from backend.config import Config, ConfigError, log_format_from, mask_url, parse_database_url
 from backend.lifecycle import LifecycleError, checksums
 from backend.lifecycle.database import connect, describe_error, run_sql
+from backend.lifecycle.fingerprint import BOOKKEEPING, Schema, restored, snapshot_with_cursor
 from backend.logs import mask_secrets
 
 PROG = "rehearse"
@@ -66,8 +67,6 @@ LOCK_BLOCKS = {
     "RowShareLock": "SELECT FOR UPDATE; blocks only DDL",
     "AccessShareLock": "ordinary reads; blocks only DDL",
 }
-# Alembic's and our own bookkeeping: every revision writes them, so they are not findings.
-BOOKKEEPING = frozenset({"alembic_version", checksums.TABLE})
 EXPECT_ROW_LOSS = re.compile(r"^[ \t]*#[ \t]*rehearse:[ \t]*expect-row-loss\b[ \t]*(\S*)[ \t]*(.*?)"
                              r"[ \t]*$", re.M)
 # Whole-run checks: key (in the JSON) and what it asserts (in the report).
@@ -92,33 +91,6 @@ _LOCKS_OF = ("SELECT relation::bigint, mode FROM pg_locks "
              "WHERE locktype = 'relation' AND pid = ANY(%s)")
 # One line per column, constraint and index of the application's tables: two databases
 # with the same lines have the same schema, whatever the order of columns.
-_SCHEMA = """
-    WITH t AS (
-        SELECT c.oid, c.relname, n.nspname FROM pg_class c
-        JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind IN ('r', 'p') AND NOT (c.relname = ANY(%(skip)s))
-          AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%%'
-    )
-    SELECT 'table ' || t.nspname || '.' || t.relname FROM t
-    UNION ALL
-    SELECT 'column ' || t.relname || '.' || a.attname || ' '
-           || format_type(a.atttypid, a.atttypmod)
-           || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
-           || CASE a.attidentity WHEN 'a' THEN ' identity always'
-                                 WHEN 'd' THEN ' identity' ELSE '' END
-           || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '')
-    FROM t JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped
-    LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-    UNION ALL
-    SELECT 'constraint ' || t.relname || '.' || co.conname || ': '
-           || pg_get_constraintdef(co.oid)
-    FROM t JOIN pg_constraint co ON co.conrelid = t.oid
-    UNION ALL
-    SELECT 'index ' || t.relname || '.' || ic.relname || ': ' || pg_get_indexdef(ic.oid)
-    FROM t JOIN pg_index i ON i.indrelid = t.oid JOIN pg_class ic ON ic.oid = i.indexrelid
-"""
-
-
 class Interrupted(Exception):
     """SIGINT or SIGTERM arrived: stop, clean up, exit 128 + the signal's number."""
 
@@ -296,9 +268,10 @@ class Observer:
             tables[table_name(schema, name)] = TableState(oid, filenode, size, rows)
         return tables
 
-    def schema(self) -> set[str]:
-        """The schema as a set of lines, to compare two moments of the same database."""
-        return {row[0] for row in self._rows(_SCHEMA, {"skip": sorted(BOOKKEEPING)})}
+    def schema(self) -> Schema:
+        """The schema fingerprint, to compare two moments of the same database."""
+        with self.conn.cursor() as cur:
+            return snapshot_with_cursor(cur)
 
     def server_version(self) -> str:
         return str(self._rows("SHOW server_version")[0][0]).split()[0]
@@ -901,12 +874,15 @@ class Runner:
         progress(f"  {status} in {step.seconds:.3f} s, rewrote {rewrote}{tail}"
                  + (f": {step.error}" if step.error else ""))
 
-    def compare(self, key: str, expected: set[str], actual: set[str], was: str,
+    def compare(self, key: str, expected: Schema, actual: Schema, was: str,
                 now: str) -> None:
-        missing, extra = sorted(expected - actual), sorted(actual - expected)
-        if not missing and not extra:
-            self.result.check(key, True, "same schema")
+        """The verifier's rule (``fingerprint.restored``): the same schema, but that a
+        constraint added ``NOT VALID`` may come back validated."""
+        if restored(expected, actual):
+            self.result.check(key, True, "same schema" if expected == actual else
+                              "same schema (a NOT VALID constraint left validated)")
             return
+        missing, extra = sorted(expected - actual), sorted(actual - expected)
         parts = []
         if missing:
             parts.append(f"only in the {was}: {'; '.join(missing[:5])}")

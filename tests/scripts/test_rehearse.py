@@ -234,12 +234,33 @@ def test_a_downgrade_that_leaves_a_column_behind_is_caught(head_source, prefix, 
     document = json.loads(proc.stdout)
     restored = document["checks"]["downgrades_restore_schema"]
     assert restored["ok"] is False
-    assert "only in the schema after the downgrades: column projects.colour text" in \
+    assert "only in the schema after the downgrades: column public.projects.colour text" in \
         restored["detail"]
     # The column is still there, so applying the revision again fails.
     assert 'column "colour" of relation "projects" already exists' in \
         steps(document, "re-upgrade")["eeee00000001"]["error"]
     assert scratch_databases(pg_server, prefix) == []
+
+
+@pytest.mark.parametrize("upgrade, leftover", [
+    ('op.execute("CREATE SEQUENCE invoice_numbers")', "sequence public.invoice_numbers bigint"),
+    ('op.execute("CREATE VIEW open_tasks AS SELECT id FROM tasks")', "view public.open_tasks"),
+], ids=["sequence", "view"])
+def test_a_downgrade_that_leaves_a_sequence_or_a_view_behind_is_caught(
+        head_source, prefix, tmp_path, upgrade, leftover):
+    # Arrange: a revision whose downgrade forgets what its upgrade made.
+    repo = copy_repository(tmp_path / "repo")
+    write_revision(repo, "eeee00000002", HEAD, "add a leftover", stamp="20261120_1000",
+                   upgrade=upgrade)
+
+    # Act
+    proc = from_url(head_source, prefix, "--json", "-", repo=repo)
+
+    # Assert
+    assert proc.returncode == 1, proc.stderr
+    restored = json.loads(proc.stdout)["checks"]["downgrades_restore_schema"]
+    assert restored["ok"] is False
+    assert f"only in the schema after the downgrades: {leftover}" in restored["detail"]
 
 
 def test_from_dump_rehearses_a_backup_file(early_source, pg_server, prefix, tmp_path):
