@@ -23,6 +23,7 @@ from sqlalchemy.engine import URL
 
 from backend.config import Config
 from backend.lifecycle.fingerprint import BOOKKEEPING
+from backend.lifecycle.row_loss import expected_row_loss
 
 if TYPE_CHECKING:
     import pytest_alembic.config
@@ -125,35 +126,10 @@ def row_counts(connection: Connection) -> dict[str, int]:
     return {name: count for name, count in connection.execute(text(query))}
 
 
-def lost_rows(before: dict[str, int], after: dict[str, int], declared: dict[str, str],
-              reference: dict[str, int] | None = None) -> dict[str, tuple[int, int]]:
-    """Tables with fewer rows after a step than before it, ``{table: (before, after)}``, but
-    for those the revision ``declared`` it empties on purpose: scripts/rehearse.sh's rule,
-    on the test data. A dropped table has no rows left.
-
-    For a downgrade, ``reference`` is the state before that revision's upgrade: only tables
-    that existed then count, and only rows below what they had then (a table or rows the
-    upgrade added may go with its downgrade).
-    """
-    lost = {}
-    for name, count in before.items():
-        floor = count
-        if reference is not None:
-            if name not in reference:
-                continue
-            floor = min(floor, reference[name])
-        left = after.get(name, 0)
-        if left < floor and name not in declared:
-            lost[name] = (count, left)
-    return lost
-
-
 def declared_row_loss(script: Script) -> dict[str, str]:
     """The tables a revision says it empties on purpose, with the reason, from its
     ``# rehearse: expect-row-loss <table> <reason>`` lines. A line without a reason is an
     error: like ``squawk-ignore``, an exception must say why."""
-    from backend.lifecycle.rehearse import expected_row_loss
-
     declared, invalid = expected_row_loss(script.path)
     if invalid:
         raise ValueError(f"{script.revision}: `# rehearse: expect-row-loss` for {invalid} "

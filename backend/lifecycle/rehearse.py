@@ -46,9 +46,10 @@ from psycopg2 import sql
 from sqlalchemy.engine import URL
 
 from backend.config import Config, ConfigError, log_format_from, mask_url, parse_database_url
-from backend.lifecycle import LifecycleError, checksums
+from backend.lifecycle import LifecycleError, checksums, row_loss
 from backend.lifecycle.database import connect, describe_error, run_sql
 from backend.lifecycle.fingerprint import BOOKKEEPING, Schema, restored, snapshot_with_cursor
+from backend.lifecycle.row_loss import expected_row_loss
 from backend.logs import mask_secrets
 
 PROG = "rehearse"
@@ -67,8 +68,6 @@ LOCK_BLOCKS = {
     "RowShareLock": "SELECT FOR UPDATE; blocks only DDL",
     "AccessShareLock": "ordinary reads; blocks only DDL",
 }
-EXPECT_ROW_LOSS = re.compile(r"^[ \t]*#[ \t]*rehearse:[ \t]*expect-row-loss\b[ \t]*(\S*)[ \t]*(.*?)"
-                             r"[ \t]*$", re.M)
 # Whole-run checks: key (in the JSON) and what it asserts (in the report).
 CHECKS = {
     "downgrades_restore_schema": "the downgrades restore the starting schema",
@@ -132,27 +131,6 @@ def table_name(schema: str, name: str) -> str:
 def strongest(modes: Iterator[str] | Sequence[str] | set[str]) -> str:
     """The mode that conflicts with the most others, in PostgreSQL's order."""
     return max(modes, key=lambda mode: LOCK_MODES.index(mode) if mode in LOCK_MODES else -1)
-
-
-def expected_row_loss(path: str | Path | None) -> tuple[dict[str, str], list[str]]:
-    """Tables a revision says it empties on purpose, and declarations that give no reason.
-
-    ``# rehearse: expect-row-loss <table> <reason>`` in the revision file. A declaration
-    without a reason does not count: like ``squawk-ignore``, an exception must say why.
-    """
-    if path is None:
-        return {}, []
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError:
-        return {}, []
-    declared, invalid = {}, []
-    for table, reason in EXPECT_ROW_LOSS.findall(text):
-        if table and reason:
-            declared[table.removeprefix("public.")] = reason
-        else:
-            invalid.append(table or "(no table)")
-    return declared, invalid
 
 
 class Observer:
@@ -357,25 +335,15 @@ def tables_json(snapshot: Snapshot) -> dict[str, dict[str, int]]:
 
 def lost_rows(before: Snapshot, after: Snapshot, expected: dict[str, str],
               reference: Snapshot | None = None) -> dict[str, dict[str, Any]]:
-    """Tables with fewer rows after the step than before it (a dropped table has none).
+    """:func:`backend.lifecycle.row_loss.lost_rows` on two snapshots, each finding with the
+    reason its revision gave for it (``expected``), if any."""
+    def rows(snapshot: Snapshot) -> dict[str, int]:
+        return {name: state.rows for name, state in snapshot.items()}
 
-    For a downgrade, ``reference`` is the state before that revision's upgrade: only
-    tables that existed then count, and only rows below what they had then. A table the
-    upgrade created goes with its downgrade, rows the upgrade added may go too, and rows
-    a later revision removed are that revision's finding, not this one's.
-    """
-    lost = {}
-    for name, state in sorted(before.items()):
-        floor = state.rows
-        if reference is not None:
-            if name not in reference:
-                continue
-            floor = min(floor, reference[name].rows)
-        left = after[name].rows if name in after else 0
-        if left < floor:
-            lost[name] = {"before": state.rows, "after": left,
-                          "expected": expected.get(name)}
-    return lost
+    lost = row_loss.lost_rows(rows(before), rows(after),
+                              None if reference is None else rows(reference))
+    return {name: {"before": was, "after": left, "expected": expected.get(name)}
+            for name, (was, left) in sorted(lost.items())}
 
 
 # --- the rehearsal ------------------------------------------------------------------------

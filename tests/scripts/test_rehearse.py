@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from backend.lifecycle.backup import take_backup
-from backend.lifecycle.rehearse import TableState, expected_row_loss, lost_rows, strongest
+from backend.lifecycle.rehearse import TableState, lost_rows, strongest
 from tests.conftest import ROOT, child_env, execute_sql, run_flask, url_text
 from tests.support import PrivateServer, copy_repository, revisions, write_revision
 
@@ -323,19 +323,6 @@ def test_a_password_is_never_printed_and_bad_usage_is_refused():
     proc = rehearse("--from-dump", "/nonexistent.dump", timeout=60)
     assert proc.returncode == 2
     assert "--from-dump needs --target-url" in proc.stderr
-
-
-def test_row_loss_declarations_need_a_reason(tmp_path):
-    path = tmp_path / "rev.py"
-    path.write_text("def upgrade():\n"
-                    "    # rehearse: expect-row-loss tasks duplicates merged by hand\n"
-                    "    # rehearse: expect-row-loss public.users   old test accounts\n"
-                    "    # rehearse: expect-row-loss projects\n")
-
-    declared, invalid = expected_row_loss(path)
-
-    assert declared == {"tasks": "duplicates merged by hand", "users": "old test accounts"}
-    assert invalid == ["projects"]
 
 
 def test_a_downgrade_is_blamed_only_for_rows_it_removed_itself():
