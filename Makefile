@@ -25,13 +25,34 @@ test: install
 test-containers: install
 	$(BIN)/python -m pytest tests/containers $(PYTEST_ARGS)
 
-lint: install
+# kubernetes-validate and checkov, for the manifests in deploy/kubernetes/: a venv of their
+# own (checkov needs packaging<24, which requirements-dev.lock cannot share), made on first use.
+MANIFEST_VENV := $(VENV)/manifests
+MANIFEST_STAMP := $(MANIFEST_VENV)/.installed
+
+$(MANIFEST_STAMP): requirements-manifests.lock
+	@test -x $(MANIFEST_VENV)/bin/python || $(PYTHON) -m venv $(MANIFEST_VENV)
+	$(MANIFEST_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		-r requirements-manifests.lock
+	@touch $(MANIFEST_STAMP)
+
+# The manifests, offline: kubernetes-validate ships its schemas in the package; checkov runs
+# its bundled checks with no API key (unset here, so nothing is uploaded), --skip-download
+# (no policy metadata fetched) and CKV_SKIP_PACKAGE_UPDATE_CHECK (no new-version check
+# against PyPI). CKV_PARSE_ERROR_FAIL: a file checkov cannot parse fails instead of being
+# skipped. Skip a check for one resource with a reason, in its metadata.annotations:
+#   checkov.io/skip1: CKV_K8S_xx=why
+lint: install $(MANIFEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/shellcheck -x entrypoint.sh scripts/*.sh .ci/run
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml \
 		docker-compose.override.yml
 	scripts/lint_migrations.sh
+	MANIFEST_TOOLS=$(CURDIR)/$(MANIFEST_VENV) scripts/validate_manifests.sh
+	env -u BC_API_KEY -u PRISMA_API_URL CKV_SKIP_PACKAGE_UPDATE_CHECK=true \
+		CKV_PARSE_ERROR_FAIL=true $(MANIFEST_VENV)/bin/checkov --framework kubernetes \
+		-d deploy/kubernetes --quiet --compact --skip-download
 
 # A scratch database of its own (on the embedded server) unless VERIFY_ARGS names one:
 # an exported DATABASE_URL is the application's database, not one to walk the history on.

@@ -20,6 +20,8 @@ import pytest
 
 from tests.support import ROOT, copy_repository, free_port, http_get
 
+# The database password every test uses: the suite checks it never shows in any log.
+PASSWORD = "Pg-S3cret-Word"
 CONTAINER_FILES = ("Dockerfile", "docker-compose.yml", "docker-compose.override.yml",
                    ".dockerignore", "requirements.lock", "requirements-dev.lock")
 
@@ -55,7 +57,7 @@ class Project:
         self.files = ["-f", "docker-compose.yml"] if production else []
         self.env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                     "HOME": str(Path.home()), "BACKEND_PORT": str(self.port),
-                    "POSTGRES_PASSWORD": "Pg-S3cret-Word", "COMPOSE_PROJECT_NAME": self.name}
+                    "POSTGRES_PASSWORD": PASSWORD, "COMPOSE_PROJECT_NAME": self.name}
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 900
                  ) -> subprocess.CompletedProcess:
@@ -135,3 +137,22 @@ def dev_project(tmp_path):
     made = Project(copy_for_containers(tmp_path / "repo"), production=False)
     yield made
     made.down()
+
+
+def wait_replica_ready(name: str, timeout: float = 120) -> str:
+    """Poll a container's /readyz from inside it until it answers 200; its logs then. A
+    container that exits first fails at once, with its logs, instead of at the timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        probe = docker("exec", name, "python", "-c",
+                       "import urllib.request; urllib.request.urlopen("
+                       "'http://127.0.0.1:8000/readyz', timeout=2)", check=False)
+        if probe.returncode == 0:
+            logs = docker("logs", name)
+            return logs.stderr + logs.stdout
+        state = docker("inspect", "--format", "{{.State.Running}}", name, check=False)
+        if state.stdout.strip() == "false":
+            raise AssertionError(f"{name} exited before it was ready:\n"
+                                 f"{docker('logs', name, check=False).stderr}")
+        time.sleep(0.5)
+    raise AssertionError(f"{name} not ready:\n{docker('logs', name).stderr}")

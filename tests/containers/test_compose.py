@@ -7,10 +7,8 @@ import re
 import subprocess
 import time
 
-from tests.containers.conftest import docker
+from tests.containers.conftest import PASSWORD, docker, wait_replica_ready
 from tests.support import child_env, head_revision, request, revisions, write_revision
-
-PASSWORD = "Pg-S3cret-Word"
 
 
 def add_model_column(repo, column: str) -> None:
@@ -152,7 +150,7 @@ def test_three_replicas_started_at_once_one_migrates_all_serve(project):
         for name in names:
             docker("run", "-d", "--name", name, "--network", network, "-e",
                    f"DATABASE_URL={url}", "-e", "WEB_CONCURRENCY=1", backend_image)
-        logs = {name: _wait_replica_ready(name) for name in names}
+        logs = {name: wait_replica_ready(name) for name in names}
     finally:
         for name in names:
             docker("rm", "-f", name, check=False)
@@ -167,18 +165,6 @@ def _built_image(project) -> str:
     """The backend image compose built for this project (its name differs between tools)."""
     images = docker("images", "--format", "{{.Repository}}").stdout.split()
     return next(name for name in images if name.startswith(project.name) and "backend" in name)
-
-
-def _wait_replica_ready(name: str, timeout: float = 120) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        probe = docker("exec", name, "python", "-c",
-                       "import urllib.request; urllib.request.urlopen("
-                       "'http://127.0.0.1:8000/readyz', timeout=2)", check=False)
-        if probe.returncode == 0:
-            return docker("logs", name).stderr + docker("logs", name).stdout
-        time.sleep(0.5)
-    raise AssertionError(f"{name} not ready:\n{docker('logs', name).stderr}")
 
 
 def test_the_guides_loop_with_the_source_mounted(dev_project, tmp_path):

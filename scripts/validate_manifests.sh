@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Validate the Kubernetes manifests under deploy/kubernetes/ without a cluster:
+#   scripts/validate_manifests.sh
+# For each folder with a kustomization.yaml (the base, and migrate/ for the Job): every YAML
+# file of the folder must be listed under `resources:`, every listed file must exist, and
+# each resource must pass `kubernetes-validate --strict` against the schema of
+# KUBERNETES_VERSION (unknown or misspelt fields, wrong types, a kind the schema does not
+# know). With `kustomize` or `kubectl` on PATH, each built kustomization is validated too.
+# The schemas ship inside the kubernetes-validate package: nothing is downloaded.
+# Exit 1 on a finding, 2 when the check cannot run.
+# MANIFEST_TOOLS names the venv of requirements-manifests.lock (`make lint` makes it).
+set -euo pipefail
+# shellcheck source=scripts/_common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
+
+# The oldest Kubernetes release that has, as stable, everything the manifests use
+# (PodDisruptionBudget.spec.unhealthyPodEvictionPolicy is GA in 1.31).
+KUBERNETES_VERSION="${KUBERNETES_VERSION:-1.31.0}"
+TOOLS="${MANIFEST_TOOLS:-$REPO_ROOT/.venv/manifests}"
+ROOT_DIR=deploy/kubernetes
+
+say() { printf 'validate_manifests: %s\n' "$*" >&2; }
+
+if [ ! -x "$TOOLS/bin/kubernetes-validate" ]; then
+    say "kubernetes-validate is not installed in $TOOLS (run: make lint)"
+    exit 2
+fi
+
+build=()
+if command -v kustomize >/dev/null 2>&1; then
+    build=(kustomize build)
+elif command -v kubectl >/dev/null 2>&1; then
+    build=(kubectl kustomize)
+else
+    say "no kustomize or kubectl on PATH: the files alone are validated"
+fi
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+
+# kubernetes-validate reports an unknown kind or apiVersion as a WARN line and exits 0:
+# here it is a finding.
+validate() {
+    local output rc=0
+    output="$("$TOOLS/bin/kubernetes-validate" --strict --quiet \
+        --kubernetes-version "$KUBERNETES_VERSION" "$@" 2>&1)" || rc=$?
+    if [ -n "$output" ]; then
+        printf '%s\n' "$output" >&2
+    fi
+    [ "$rc" -eq 0 ] && ! grep -q '^WARN' <<<"$output"
+}
+
+# The resources a kustomization.yaml lists, one per line.
+listed_in() {
+    "$TOOLS/bin/python" -c '
+import sys, yaml
+for entry in (yaml.safe_load(open(sys.argv[1])) or {}).get("resources") or []:
+    print(entry)' "$1"
+}
+
+status=0
+while IFS= read -r kustomization; do
+    dir="$(dirname "$kustomization")"
+    mapfile -t listed < <(listed_in "$kustomization")
+    files=()
+    for entry in "${listed[@]}"; do
+        if [ -f "$dir/$entry" ]; then
+            files+=("$dir/$entry")
+        elif [ ! -d "$dir/$entry" ]; then
+            say "$kustomization lists $entry, which is not in $dir"
+            status=1
+        fi
+    done
+    for path in "$dir"/*.yaml "$dir"/*.yml; do
+        [ -e "$path" ] && [ "$(basename "$path")" != kustomization.yaml ] || continue
+        if ! printf '%s\n' "${listed[@]}" | grep -qxF "$(basename "$path")"; then
+            say "$path is not listed under resources: in $kustomization"
+            status=1
+        fi
+    done
+    if [ "${#files[@]}" -eq 0 ]; then
+        say "$kustomization lists no resources"
+        status=1
+        continue
+    fi
+    say "$dir: ${#files[@]} file(s) against Kubernetes $KUBERNETES_VERSION (strict)"
+    validate "${files[@]}" || status=1
+    if [ "${#build[@]}" -gt 0 ]; then
+        built="$scratch/$(tr / _ <<<"$dir").yaml"
+        say "$dir: built with ${build[*]}"
+        if ! "${build[@]}" "$dir" >"$built"; then
+            say "${build[*]} $dir failed"
+            status=1
+        else
+            validate "$built" || status=1
+        fi
+    fi
+done < <(find "$ROOT_DIR" -name kustomization.yaml | sort)
+
+if [ "$status" -eq 0 ]; then
+    say "ok"
+fi
+exit "$status"

@@ -1,0 +1,489 @@
+"""The Kubernetes manifests' pods, rehearsed with plain ``docker run`` containers.
+
+``deploy/kubernetes/`` promises how the pods behave: non-root, a read-only root filesystem,
+no capabilities, writes only to their emptyDir and claim mounts; the Job variant migrates
+first and the replicas then serve without migrating; replicas that migrate on start take
+turns, one of them migrates; a revision that fails leaves the old release serving. No
+cluster is needed to check that: each pod's settings are read from the manifests and turned
+into ``docker run`` flags (``docker_run_args``), so a change to a manifest is rehearsed as
+written, and a setting the translation does not know fails the module instead of being
+left out. The test plays the kubelet's part: it polls ``/readyz`` and reads exit codes.
+
+All the tests share one network, one PostgreSQL container and the image built once; each
+test has a database, a backups volume (the claim) and containers of its own, removed after
+it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import itertools
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from tests.containers.conftest import PASSWORD, copy_for_containers, docker, wait_replica_ready
+from tests.support import ROOT, head_revision, http_get, request, write_revision
+
+MANIFESTS = ROOT / "deploy/kubernetes"
+# Created by the operator, never in the repository (kustomization.yaml says how).
+DATABASE_SECRET = "migration-safe-backend-db"
+HEAD = head_revision(ROOT)
+
+# Settings a plain container has no use for: no Kubernetes API, no other Services, no
+# restarts (each try is a container of its own), and the test stops its containers itself.
+POD_KEYS_NOT_REHEARSED = {"automountServiceAccountToken", "enableServiceLinks",
+                          "restartPolicy", "terminationGracePeriodSeconds"}
+# The test polls /readyz and waits for exits itself, as the kubelet would; nothing routes
+# traffic, so there is no preStop pause to honour.
+CONTAINER_KEYS_NOT_REHEARSED = {"name", "imagePullPolicy", "startupProbe", "readinessProbe",
+                                "livenessProbe", "lifecycle"}
+QUANTITY_FACTORS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 10**3, "M": 10**6, "G": 10**9}
+
+
+class Unrehearsable(Exception):
+    """A manifest asks for something ``docker_run_args`` cannot reproduce with docker."""
+
+
+def load_manifest(name: str) -> dict:
+    """The one resource of a manifest file, as Kubernetes reads it."""
+    (resource,) = [doc for doc in YAML(typ="safe", pure=True).load_all(MANIFESTS / name) if doc]
+    return resource
+
+
+def pod_template(name: str) -> dict:
+    """The pod spec of a workload manifest (a Deployment's or a Job's template)."""
+    return load_manifest(name)["spec"]["template"]["spec"]
+
+
+def stand_ins(url: str, volume: str) -> dict:
+    """What the cluster holds for the pods, by the names they use: the database Secret
+    (``secrets``) and the backups claim of backups-pvc.yaml, a docker volume (``claims``)."""
+    claim = load_manifest("backups-pvc.yaml")["metadata"]["name"]
+    return {"secrets": {DATABASE_SECRET: {"DATABASE_URL": url}}, "claims": {claim: volume}}
+
+
+def docker_run_args(pod: dict, image: str, secrets: Mapping[str, Mapping[str, str]],
+                    claims: Mapping[str, str], env: Mapping[str, str] | None = None
+                    ) -> list[str]:
+    """``docker run`` arguments (flags, image, command) for a pod spec's one container.
+
+    ``secrets`` stands for the Secrets the env entries refer to (name -> data), ``claims``
+    names the docker volume that stands for each PersistentVolumeClaim, ``env`` overrides
+    entries as an overlay would. Anything the translation does not know raises
+    ``Unrehearsable``: a rehearsal that silently left a setting out would prove nothing.
+    """
+    _refuse_unknown(pod, {"containers", "volumes", "securityContext", *POD_KEYS_NOT_REHEARSED},
+                    "the pod spec")
+    (container,) = pod["containers"]
+    _refuse_unknown(container, {"image", "command", "args", "env", "ports", "resources",
+                                "securityContext", "volumeMounts",
+                                *CONTAINER_KEYS_NOT_REHEARSED}, "the container")
+    flags = _security_flags({**pod.get("securityContext", {}),
+                             **container.get("securityContext", {})})
+    flags += _mount_flags(pod, container, claims)
+    flags += _env_flags(container, secrets, env or {})
+    flags += _resource_flags(container)
+    # Published on a free loopback port, so the test can probe it as the kubelet would.
+    flags += [flag for port in container.get("ports", [])
+              for flag in ("-p", f"127.0.0.1::{port['containerPort']}")]
+    command = container.get("command", [])
+    if command:  # replaces the image's entrypoint, as in Kubernetes
+        flags += ["--entrypoint", command[0]]
+    return [*flags, image, *command[1:], *container.get("args", [])]
+
+
+def _env_flags(container: dict, secrets: Mapping[str, Mapping[str, str]],
+               overrides: Mapping[str, str]) -> list[str]:
+    values = {}
+    for entry in container.get("env", []):
+        if "value" in entry:
+            values[entry["name"]] = entry["value"]
+        else:
+            ref = entry["valueFrom"]["secretKeyRef"]
+            values[entry["name"]] = secrets[ref["name"]][ref["key"]]
+    values.update(overrides)
+    return [flag for name, value in values.items() for flag in ("-e", f"{name}={value}")]
+
+
+def _resource_flags(container: dict) -> list[str]:
+    """The limits (the requests are the scheduler's business): a replica that needs more
+    memory than the manifest gives it fails here as it would in the cluster."""
+    resources = dict(container.get("resources", {}))
+    resources.pop("requests", None)
+    limits = dict(resources.pop("limits", {}))
+    flags = []
+    if "cpu" in limits:
+        cpu = str(limits.pop("cpu"))
+        flags += ["--cpus", str(int(cpu[:-1]) / 1000) if cpu.endswith("m") else cpu]
+    if "memory" in limits:
+        flags += ["--memory", str(_bytes(str(limits.pop("memory"))))]
+    _refuse_unknown({**resources, **limits}, set(), "resources")
+    return flags
+
+
+def _security_flags(context: dict) -> list[str]:
+    """The pod's and the container's securityContext (the container's wins), as flags."""
+    context = copy.deepcopy(context)
+    uid, gid = context.pop("runAsUser", None), context.pop("runAsGroup", None)
+    if uid is None or gid is None:
+        raise Unrehearsable("securityContext: runAsUser and runAsGroup, to run as a known uid")
+    if context.pop("runAsNonRoot", False) and uid == 0:
+        raise Unrehearsable("runAsNonRoot with runAsUser 0: Kubernetes would not start it")
+    flags = ["--user", f"{uid}:{gid}"]
+    if "fsGroup" in context:
+        flags += ["--group-add", str(context.pop("fsGroup"))]
+    # A docker volume takes the ownership of the image's directory: nothing to change.
+    context.pop("fsGroupChangePolicy", None)
+    if context.pop("readOnlyRootFilesystem", False):
+        flags.append("--read-only")
+    if context.pop("allowPrivilegeEscalation", True) is False:
+        flags += ["--security-opt", "no-new-privileges"]
+    if context.pop("privileged", False):
+        flags.append("--privileged")
+    capabilities = context.pop("capabilities", {})
+    flags += [flag for cap in capabilities.pop("drop", []) for flag in ("--cap-drop", cap)]
+    flags += [flag for cap in capabilities.pop("add", []) for flag in ("--cap-add", cap)]
+    _refuse_unknown(capabilities, set(), "securityContext.capabilities")
+    # Docker's default seccomp profile is the runtime's default.
+    if context.pop("seccompProfile", {"type": "RuntimeDefault"}) != {"type": "RuntimeDefault"}:
+        raise Unrehearsable("securityContext.seccompProfile other than RuntimeDefault")
+    _refuse_unknown(context, set(), "securityContext")
+    return flags
+
+
+def _mount_flags(pod: dict, container: dict, claims: Mapping[str, str]) -> list[str]:
+    """An emptyDir becomes a tmpfs (its sizeLimit kept), a claim the docker volume named
+    for it in ``claims``."""
+    volumes = {volume["name"]: volume for volume in pod.get("volumes", [])}
+    flags = []
+    for mount in container.get("volumeMounts", []):
+        _refuse_unknown(mount, {"name", "mountPath"}, "a volumeMount")
+        volume, path = dict(volumes[mount["name"]]), mount["mountPath"]
+        volume.pop("name")
+        if "emptyDir" in volume:
+            empty = dict(volume.pop("emptyDir") or {})
+            empty.pop("medium", None)  # disk or memory: writable scratch space either way
+            size = empty.pop("sizeLimit", None)
+            _refuse_unknown(empty, set(), f"emptyDir {mount['name']}")
+            flags += ["--tmpfs", f"{path}:size={_bytes(str(size))}" if size else path]
+        elif "persistentVolumeClaim" in volume:
+            claim = volume.pop("persistentVolumeClaim")["claimName"]
+            flags += ["--mount", f"type=volume,source={claims[claim]},target={path}"]
+        _refuse_unknown(volume, set(), f"volume {mount['name']}")
+    return flags
+
+
+def _bytes(quantity: str) -> int:
+    for suffix, factor in QUANTITY_FACTORS.items():
+        if quantity.endswith(suffix):
+            return int(quantity[:-len(suffix)]) * factor
+    return int(quantity)
+
+
+def _refuse_unknown(fields: Mapping, known: set[str], where: str) -> None:
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise Unrehearsable(f"{where}: {', '.join(unknown)} (teach docker_run_args to run it "
+                            "with docker, or say here why a container has no use for it)")
+
+
+class Node:
+    """What every pod of the module shares, as on a cluster: a network, the database
+    server (PostgreSQL in a container of its own) and the release's image."""
+
+    def __init__(self) -> None:
+        self.prefix = f"t{uuid.uuid4().hex[:10]}"
+        self.network = self.prefix
+        self.db = f"{self.prefix}-db"
+        self.image = f"{self.prefix}-backend:latest"
+
+    def start(self, workdir: Path) -> None:
+        """The network, the database and the image, once for the module: building and
+        starting them per test would cost more than the tests themselves."""
+        docker("network", "create", self.network)
+        docker("run", "-d", "--name", self.db, "--network", self.network, "--network-alias",
+               "db", "--tmpfs", "/var/lib/postgresql/data", "-e", "POSTGRES_USER=app", "-e",
+               f"POSTGRES_PASSWORD={PASSWORD}", "-e", "POSTGRES_DB=app", "postgres:17")
+        # The image as production builds it (the Dockerfile's last stage), from the same
+        # copy of the repository the compose tests build: the layers come from the cache.
+        docker("build", "-q", "-t", self.image, str(copy_for_containers(workdir)), timeout=900)
+        for _ in range(120):  # over TCP: the image's first-start server listens on a socket
+            if docker("exec", self.db, "pg_isready", "-h", "127.0.0.1", "-U", "app",
+                      check=False).returncode == 0:
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"PostgreSQL did not start:\n{docker('logs', self.db).stderr}")
+
+    def psql(self, database: str, statement: str) -> str:
+        """One statement in ``database``; its rows, unaligned."""
+        return docker("exec", self.db, "psql", "-U", "app", "-d", database, "-Atc",
+                      statement).stdout.strip()
+
+    def remove(self) -> None:
+        docker("rm", "-f", "-v", self.db, check=False)
+        docker("network", "rm", self.network, check=False)
+        # The tag only: its layers stay in the cache for the next run.
+        docker("rmi", "--no-prune", self.image, check=False)
+
+
+class Pods:
+    """One test's pods: a database of its own on the shared server, a docker volume for the
+    backups claim (shared by its pods, as the ReadWriteMany claim is), and its containers."""
+
+    def __init__(self, node: Node, workdir: Path) -> None:
+        self.node, self.workdir = node, workdir
+        self.prefix = f"{node.prefix}-{uuid.uuid4().hex[:6]}"
+        self.database = self.prefix.replace("-", "_")
+        node.psql("app", f"CREATE DATABASE {self.database}")
+        self.volume = docker("volume", "create", f"{self.prefix}-backups").stdout.strip()
+        self.containers: list[str] = []
+        self.images: list[str] = []
+        self.ports: dict[str, int] = {}
+
+    def run(self, name: str, manifest: str, image: str | None = None, **env: str) -> str:
+        """Start the manifest's pod as a detached container; its name."""
+        url = f"postgresql://app:{PASSWORD}@db:5432/{self.database}"
+        args = docker_run_args(pod_template(manifest), image or self.node.image,
+                               env=env, **stand_ins(url, self.volume))
+        container = f"{self.prefix}-{name}"
+        self.containers.append(container)
+        docker("run", "-d", "--name", container, "--network", self.node.network, *args)
+        published = json.loads(docker("inspect", container).stdout)[0]["NetworkSettings"]["Ports"]
+        for bindings in (published or {}).values():
+            if bindings:  # none once the container has exited
+                self.ports[container] = int(bindings[0]["HostPort"])
+        return container
+
+    def release_with(self, rev: str, message: str, upgrade: str, downgrade: str) -> str:
+        """A new release: the image plus one revision on top of its head, as a CI build
+        would make it (a derived image, the file copied in); its tag."""
+        context = self.workdir / f"release-{rev}"
+        (context / "migrations/versions").mkdir(parents=True)
+        write_revision(context, rev, HEAD, message, upgrade=upgrade, downgrade=downgrade)
+        (context / "Dockerfile").write_text(
+            f"FROM {self.node.image}\nCOPY migrations/versions/ /app/migrations/versions/\n")
+        tag = f"{self.prefix}-{rev}:latest"
+        self.images.append(tag)
+        docker("build", "-q", "-t", tag, str(context))
+        return tag
+
+    def sql(self, statement: str) -> str:
+        return self.node.psql(self.database, statement)
+
+    def logs(self, container: str) -> str:
+        proc = docker("logs", container)
+        return proc.stdout + proc.stderr
+
+    def wait_exit(self, container: str, timeout: float = 120) -> int:
+        return int(docker("wait", container, timeout=timeout).stdout.strip())
+
+    def statuses_until_exit(self, container: str, path: str = "/readyz", timeout: float = 120
+                            ) -> tuple[list[int], int]:
+        """Every HTTP status ``path`` answered while the container ran, and its exit code:
+        what the kubelet's readiness probe would have seen."""
+        statuses: list[int] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = json.loads(docker("inspect", container).stdout)[0]["State"]
+            if state["Status"] == "exited":
+                return statuses, state["ExitCode"]
+            # No port yet (KeyError: it exited before one was published), or not open.
+            with contextlib.suppress(OSError, KeyError):
+                statuses.append(http_get(self.ports[container], path)[0])
+            time.sleep(0.2)
+        raise AssertionError(f"{container} still running after {timeout}s:\n"
+                             f"{self.logs(container)}")
+
+    def written_outside_mounts(self, container: str, manifest: str) -> list[str]:
+        """What ``docker diff`` shows the container changed outside the manifest's mounts."""
+        (spec,) = pod_template(manifest)["containers"]
+        mounts = [mount["mountPath"] for mount in spec.get("volumeMounts", [])]
+        changed = [line.split(" ", 1)[1] for line in docker("diff", container).stdout.splitlines()]
+        return [path for path in changed
+                if not any(path == mount or path.startswith(mount + "/") for mount in mounts)]
+
+    def remove(self) -> None:
+        for container in self.containers:
+            docker("rm", "-f", "-v", container, check=False)
+        for image in self.images:
+            docker("rmi", image, check=False)
+        docker("volume", "rm", self.volume, check=False)
+        self.node.psql("app", f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
+
+
+class Client:
+    """GETs on the old release's replicas, round after round from a thread: what the
+    Service's traffic to them sees while a new release tries to start."""
+
+    def __init__(self, ports: list[int], paths: list[str]) -> None:
+        self.targets = [(port, path) for port in ports for path in paths]
+        self.answers: list[tuple[int, str, int | str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            for port, path in self.targets:
+                try:
+                    self.answers.append((port, path, http_get(port, path)[0]))
+                except OSError as exc:
+                    self.answers.append((port, path, repr(exc)))
+            time.sleep(0.1)
+
+    def __enter__(self) -> Client:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    """The module's network, database server and image; removed after the last test."""
+    made = Node()
+    try:
+        made.start(tmp_path_factory.mktemp("repo"))
+        yield made
+    finally:
+        made.remove()
+
+
+@pytest.fixture
+def pods(node: Node, tmp_path: Path) -> Iterator[Pods]:
+    """A test's own database, backups volume and containers: no test sees another's."""
+    made = Pods(node, tmp_path)
+    yield made
+    made.remove()
+
+
+@pytest.mark.parametrize("manifest", ["deployment.yaml", "migrate/job.yaml"])
+def test_the_manifests_pod_settings_become_docker_run_flags(manifest):
+    # Arrange
+    pod = pod_template(manifest)
+    (container,) = pod["containers"]
+    context = {**pod["securityContext"], **container["securityContext"]}
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+
+    # Act
+    args = docker_run_args(pod, "the-image", **stand_ins("pg://x", "the-volume"))
+
+    # Assert
+    pairs = set(itertools.pairwise(args))
+    assert context["runAsNonRoot"] and context["runAsUser"] != 0
+    assert ("--user", f"{context['runAsUser']}:{context['runAsGroup']}") in pairs
+    assert context["readOnlyRootFilesystem"] and "--read-only" in args
+    assert context["capabilities"]["drop"] == ["ALL"] and ("--cap-drop", "ALL") in pairs
+    assert context["allowPrivilegeEscalation"] is False
+    assert ("--security-opt", "no-new-privileges") in pairs
+    for mount in container["volumeMounts"]:
+        volume = volumes[mount["name"]]
+        if "emptyDir" in volume:
+            assert any(flag == "--tmpfs" and value.split(":")[0] == mount["mountPath"]
+                       for flag, value in pairs)
+        else:
+            assert ("--mount", f"type=volume,source=the-volume,target={mount['mountPath']}"
+                    ) in pairs
+    for entry in container["env"]:
+        value = entry.get("value", "pg://x")
+        assert ("-e", f"{entry['name']}={value}") in pairs
+    command = container.get("command", [])
+    assert args[args.index("the-image"):] == ["the-image", *command[1:]]
+    if command:
+        assert ("--entrypoint", command[0]) in pairs
+
+
+@pytest.mark.parametrize("change", [
+    lambda pod: pod.setdefault("initContainers", []),
+    lambda pod: pod["containers"][0]["securityContext"].update(procMount="Unmasked"),
+    lambda pod: pod["containers"][0]["volumeMounts"][0].update(subPath="part"),
+    lambda pod: pod["containers"][0].update(workingDir="/elsewhere"),
+], ids=["initContainers", "procMount", "subPath", "workingDir"])
+def test_a_manifest_setting_the_rehearsal_cannot_honour_fails_loudly(change):
+    # Arrange
+    pod = pod_template("deployment.yaml")
+    change(pod)
+
+    # Act / Assert
+    with pytest.raises(Unrehearsable):
+        docker_run_args(pod, "the-image", **stand_ins("pg://x", "the-volume"))
+
+
+def test_the_job_variant_migrates_then_replicas_serve_without_migrating(pods):
+    # Act: the Job to completion, then two replicas of the Job variant's Deployment.
+    job = pods.run("migrate", "migrate/job.yaml")
+    job_code = pods.wait_exit(job)
+    replicas = [pods.run(f"web{i}", "deployment.yaml", MIGRATE_ON_START="0") for i in range(2)]
+    logs = {name: wait_replica_ready(name) for name in replicas}
+    ready = [http_get(pods.ports[name], "/readyz") for name in replicas]
+
+    # Assert
+    assert job_code == 0, pods.logs(job)
+    assert "revision(s) from base" in pods.logs(job)
+    assert pods.sql("SELECT version_num FROM alembic_version") == HEAD
+    for status, body in ready:
+        assert status == 200
+        assert json.loads(body)["current"] == json.loads(body)["head"] == [HEAD]
+    for log in logs.values():
+        assert "revision(s) from" not in log and "nothing to apply" not in log, log
+
+
+def test_three_replicas_migrating_on_start_one_migrates_none_writes_outside_its_mounts(pods):
+    # Act: three at once on an empty database, the Deployment's settings as they are.
+    names = [pods.run(f"web{i}", "deployment.yaml") for i in range(3)]
+    logs = {name: wait_replica_ready(name) for name in names}
+
+    # Assert
+    migrators = [name for name, log in logs.items() if "revision(s) from base" in log]
+    assert len(migrators) == 1, logs
+    assert all("database now at" in log or "nothing to apply" in log for log in logs.values())
+    assert pods.sql("SELECT version_num FROM alembic_version") == HEAD
+    dumps = docker("exec", names[0], "ls", "/backups").stdout.split()
+    assert len(dumps) == 1 and dumps[0].endswith(".dump"), dumps
+    for name in names:
+        assert pods.written_outside_mounts(name, "deployment.yaml") == []
+
+
+def test_a_release_with_a_failing_revision_leaves_the_old_release_serving(pods):
+    # Arrange: the old release at head, two replicas serving a row, a client on both.
+    old = [pods.run(f"old{i}", "deployment.yaml") for i in range(2)]
+    for name in old:
+        wait_replica_ready(name)
+    status, user = request(pods.ports[old[0]], "POST", "/api/users",
+                           {"email": "kept@example.com", "name": "Kept"})
+    assert status == 201
+    new_release = pods.release_with(
+        "ffff00000003", "add a column then fail",
+        upgrade='op.add_column("tasks", sa.Column("doomed", sa.Text()))\n'
+                'op.execute("SELECT * FROM no_such_table")',
+        downgrade='op.drop_column("tasks", "doomed")')
+
+    # Act: the new release's Job, then a new replica that migrates on start.
+    with Client([pods.ports[name] for name in old], ["/readyz", f"/api/users/{user['id']}"]
+                ) as client:
+        job = pods.run("migrate-new", "migrate/job.yaml", image=new_release)
+        job_code = pods.wait_exit(job)
+        replica = pods.run("new0", "deployment.yaml", image=new_release)  # MIGRATE_ON_START=1
+        replica_statuses, replica_code = pods.statuses_until_exit(replica)
+
+    # Assert
+    job_log = pods.logs(job)
+    assert job_code != 0
+    assert "ffff00000003 (add a column then fail) failed" in job_log, job_log
+    assert "no_such_table" in job_log
+    assert pods.sql("SELECT version_num FROM alembic_version") == HEAD
+    assert pods.sql("SELECT count(*) FROM information_schema.columns WHERE "
+                    "table_name = 'tasks' AND column_name = 'doomed'") == "0"
+    assert replica_code != 0 and 200 not in replica_statuses, pods.logs(replica)
+    assert "ffff00000003 (add a column then fail) failed" in pods.logs(replica)
+    failures = [answer for answer in client.answers if answer[2] != 200]
+    assert failures == [] and len(client.answers) >= 20, client.answers
