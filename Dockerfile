@@ -41,7 +41,9 @@ RUN pip install --no-cache-dir -r requirements-dev.lock
 FROM base AS runtime
 COPY backend ./backend
 COPY migrations ./migrations
-COPY scripts ./scripts
+# The operator's scripts only: the developer tools (migration_tools/, the other scripts)
+# stay in the checkout and the dev target.
+COPY scripts/_common.sh scripts/backup.sh scripts/restore.sh ./scripts/
 COPY entrypoint.sh gunicorn.conf.py wsgi.py ./
 
 USER 10001:10001

@@ -16,7 +16,7 @@ $(STAMP): requirements.lock requirements-dev.lock
 	@touch $(STAMP)
 
 run: install
-	$(BIN)/python -m backend.lifecycle.embedded
+	$(BIN)/python -m migration_tools.embedded
 
 test: install
 	$(BIN)/python -m pytest --ignore=tests/containers $(PYTEST_ARGS)

@@ -4,12 +4,11 @@ import os
 import sys
 
 from backend.config import Config, ConfigError
-from backend.lifecycle.backup import backup_settings
+from backend.migrate.prestart import prepare_to_serve, prepare_worker
 
 # A malformed setting is one line and exit 2, before anything loads or migrates.
 try:
     settings = Config.from_env()
-    backup_settings()
 except ConfigError as exc:
     print(f"refusing to start: {exc}", file=sys.stderr)
     raise SystemExit(2) from None
@@ -39,15 +38,11 @@ def on_starting(server) -> None:
     """In the master, after the app is loaded and before the port opens: wait for the
     database and migrate (unless MIGRATE_ON_START=0), then close every connection that
     took, so that nothing opened here is inherited by a worker."""
-    from backend.lifecycle.prestart import prepare_to_serve
-
     prepare_to_serve(server.app.wsgi(), migrate=settings.migrate_on_start)
 
 
 def post_fork(server, worker) -> None:
     """In each new worker (the first ones and every re-fork): bound every database wait."""
-    from backend.lifecycle.prestart import prepare_worker
-
     prepare_worker(server.app.wsgi())
 
 

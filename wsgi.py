@@ -4,24 +4,31 @@ A developer's ``flask ...`` with ``DATABASE_URL`` unset works on the embedded de
 database, like the scripts; gunicorn never does (the entrypoint refuses an unset
 ``DATABASE_URL`` before it starts, and the image has no embedded server)."""
 
+import os
+
 import click
 from flask.cli import ScriptInfo
 
 from backend import create_app
-from backend.config import ConfigError
+from backend.config import Config, ConfigError
 
 
-def _loaded_by_flask_command() -> bool:
+def _development_config() -> Config | None:
+    """Under a developer's ``flask`` command, with DATABASE_URL unset: the embedded
+    development database (migration_tools is in a checkout, not in the production image)."""
     context = click.get_current_context(silent=True)
-    return context is not None and context.find_object(ScriptInfo) is not None
+    if context is None or context.find_object(ScriptInfo) is None:
+        return None
+    if os.environ.get("DATABASE_URL", "").strip():
+        return None
+    try:
+        from migration_tools.embedded import config_for_flask_command
+    except ImportError:
+        return None
+    return config_for_flask_command()
 
 
 try:
-    if _loaded_by_flask_command():
-        from backend.lifecycle.embedded import config_for_flask_command
-
-        app = create_app(config_for_flask_command())
-    else:
-        app = create_app()
+    app = create_app(_development_config())
 except ConfigError as exc:  # one line for `flask db ...` too, not a traceback
     raise SystemExit(f"error: {exc}") from None

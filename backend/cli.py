@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+from pathlib import Path
+
 import click
 from alembic.script import ScriptDirectory
 from flask import current_app
 from flask.cli import AppGroup
 
-from backend.lifecycle import LifecycleError
+from backend.config import ConfigError, mask_url
+from backend.extensions import db
+from backend.migrate import LifecycleError, checksums
+from backend.migrate.backup import (
+    current_revision,
+    describe_dump,
+    restore_backup,
+    take_backup,
+)
+from backend.migrate.lock import migration_lock
+from backend.migrate.revisions import read_state
+
+log = logging.getLogger("backend.lifecycle")
 
 migrations_cli = AppGroup("migrations", help="Checks and repairs around `flask db`.")
 
@@ -19,10 +35,6 @@ def accept_edits() -> None:
     Run it after reviewing why an applied revision's file changed (a comment, a fix that
     matches what the database already has); the next start then accepts them.
     """
-    from backend.extensions import db
-    from backend.lifecycle import checksums
-    from backend.lifecycle.lock import migration_lock
-    from backend.lifecycle.revisions import read_state
 
     settings = current_app.config["SERVICE_CONFIG"]
     scripts = ScriptDirectory(current_app.extensions["migrate"].directory)
@@ -41,3 +53,44 @@ def accept_edits() -> None:
         raise click.ClickException(str(exc)) from None
     click.echo(f"recorded checksums of {len(applied)} applied revision(s); "
                f"accepted edits to: {', '.join(edited) if edited else 'none'}")
+
+
+@migrations_cli.command("backup")
+@click.option("--dir", "directory", type=click.Path(path_type=Path),
+              help="Where to write the dump (default: BACKUP_DIR, else backups/).")
+def backup(directory: Path | None) -> None:
+    """Dump the database now (pg_dump -Fc), as before a migration; print the file's path.
+
+    The newest BACKUP_KEEP dumps of the directory are kept. Exit 1 when it cannot dump.
+    """
+    settings = current_app.config["SERVICE_CONFIG"]
+    url = settings.database_url
+    try:
+        revision = current_revision(url)
+        path = take_backup(url, directory or settings.backup_dir, revision, revision,
+                           settings.backup_keep)
+    except (ConfigError, LifecycleError) as exc:
+        log.error("backup failed: %s", exc)
+        sys.exit(1)
+    click.echo(path)
+
+
+@migrations_cli.command("restore")
+@click.argument("dump", type=click.Path(path_type=Path))
+@click.option("--yes", is_flag=True, help="Really replace the contents of the database.")
+def restore(dump: Path, yes: bool) -> None:
+    """Replace the contents of the database with a dump (pg_restore --clean, one
+    transaction: all or nothing). Without --yes it only says what it would do (exit 2)."""
+    url = current_app.config["SERVICE_CONFIG"].database_url
+    try:
+        if not dump.is_file():
+            raise LifecycleError(f"no such backup file: {dump}")
+        if not yes:
+            click.echo(f"restore: would replace the contents of {mask_url(url)} with "
+                       f"{describe_dump(dump)}; nothing done. Run again with --yes to do it.",
+                       err=True)
+            sys.exit(2)
+        restore_backup(url, dump)
+    except (ConfigError, LifecycleError) as exc:
+        log.error("restore failed: %s", exc)
+        sys.exit(1)

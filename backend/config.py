@@ -12,9 +12,13 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
+
+# The checkout (or /app in the image): where relative directory settings point.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 # psycopg2 is the driver we ship; SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3.
 DRIVER = "postgresql+psycopg2"
@@ -131,6 +135,13 @@ def _float(environ: Mapping[str, str], name: str, default: float, positive: bool
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
+def _directory(environ: Mapping[str, str], name: str, default: str) -> Path:
+    """A directory setting; a relative one is relative to the project's root, wherever the
+    command runs from."""
+    directory = Path(environ.get(name, "").strip() or default)
+    return directory if directory.is_absolute() else PROJECT_ROOT / directory
+
+
 def log_format_from(environ: Mapping[str, str] | None = None) -> str:
     """``LOG_FORMAT`` alone, for the tools that log before (or without) a whole ``Config``.
     A value they do not understand means text; the service itself refuses it at start."""
@@ -181,6 +192,12 @@ class Config:
     # Seconds a client may take to send a request body: a stalled upload holds a thread
     # only this long.
     body_timeout: float = 10.0
+    # A pg_dump before pending revisions run (README, "Backups and restore"). Off by
+    # default: a dump of a large database can take longer than a deploy may wait, so it is
+    # a choice to make, not a surprise.
+    backup_before_migrate: bool = False
+    backup_dir: Path = PROJECT_ROOT / "backups"
+    backup_keep: int = 5
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -207,6 +224,9 @@ class Config:
             migrate_on_start=parse_flag(env, "MIGRATE_ON_START", default=True),
             db_query_timeout=_float(env, "DB_QUERY_TIMEOUT", 5.0, positive=True),
             body_timeout=_float(env, "BODY_TIMEOUT", 10.0, positive=True),
+            backup_before_migrate=parse_flag(env, "BACKUP_BEFORE_MIGRATE"),
+            backup_dir=_directory(env, "BACKUP_DIR", "backups"),
+            backup_keep=parse_int(env, "BACKUP_KEEP", 5, minimum=1),
         )
 
     def __repr__(self) -> str:

@@ -25,17 +25,20 @@ from sqlalchemy.engine import URL
 
 from backend.deadline import NoAnswer
 from backend.extensions import db
-from backend.lifecycle import checksums
-from backend.lifecycle.database import connect_kwargs, describe_error
-from backend.lifecycle.revisions import disk_checksums, evaluate, load_scripts, versions_stamp
+from backend.migrate.database import connect_kwargs, describe_error
+from backend.migrate.revisions import (
+    TABLES_SQL,
+    disk_checksums,
+    evaluate,
+    load_scripts,
+    parse_state,
+    state_sql,
+    versions_stamp,
+)
 
 health = Blueprint("health", __name__)
 log = logging.getLogger(__name__)
 
-_TABLES_EXIST = ("SELECT to_regclass('alembic_version') IS NOT NULL, "
-                 f"to_regclass('{checksums.TABLE}') IS NOT NULL")
-_VERSIONS = "SELECT 'v', version_num, NULL FROM alembic_version"
-_CHECKSUMS = f"SELECT 'c', revision, checksum FROM {checksums.TABLE}"
 
 State = tuple[tuple[str, str, str | None], ...]  # the rows, as read: the cache key
 
@@ -68,17 +71,15 @@ class _StateReader:
         cur = self.cur
         try:
             if not self.prepared:  # parsed and planned once per connection, not per request
-                cur.execute(f"PREPARE readyz_state AS {_VERSIONS} UNION ALL {_CHECKSUMS}")
+                cur.execute(f"PREPARE readyz_state AS {state_sql(True, True)}")
                 self.prepared = True
             cur.execute("EXECUTE readyz_state")
         except psycopg2.errors.UndefinedTable:  # not migrated (fully) yet
-            cur.execute(_TABLES_EXIST)
-            has_versions, has_checksums = cur.fetchone()
-            parts = [q for q, ok in ((_VERSIONS, has_versions), (_CHECKSUMS, has_checksums))
-                     if ok]
-            if not parts:
+            cur.execute(TABLES_SQL)
+            query = state_sql(*cur.fetchone())
+            if not query:
                 return []
-            cur.execute(" UNION ALL ".join(parts))
+            cur.execute(query)
         return cur.fetchall()
 
     def read(self, url: URL, wait: float) -> State:
@@ -105,8 +106,7 @@ _reader = _StateReader()
 @lru_cache(maxsize=64)
 def _answer(directory: str, stamp: int, state: State, allow_edited: bool, allow_ahead: bool
             ) -> tuple[bytes, int]:
-    current = sorted(rev for kind, rev, _ in state if kind == "v")
-    recorded = {rev: digest.strip() for kind, rev, digest in state if kind == "c"}
+    current, recorded = parse_state(state)
     status = evaluate(load_scripts(directory, stamp), current, recorded,
                       disk_checksums(directory, stamp), allow_edited, allow_ahead)
     body = {"status": "ready" if status.at_head else "not ready", "database": "ok",

@@ -25,7 +25,8 @@ from flask import Flask, Response, jsonify, request
 from psycopg2 import errors as pg_errors
 from sqlalchemy import exc as sa_exc
 
-from backend.lifecycle.database import describe_error
+from backend.extensions import db
+from backend.migrate.database import describe_error
 
 log = logging.getLogger("backend.outage")
 
@@ -138,7 +139,6 @@ def _end_session(_error: BaseException | None) -> None:
     made. On a database that hangs or has gone, that round trip fails, and an exception in
     teardown would replace the answer with a bare 500. The connection is already
     invalidated by then, so forgetting the session is all that is left to do."""
-    from backend.extensions import db
 
     try:
         db.session.remove()

@@ -160,12 +160,12 @@ _BUCKETS = {
     "building the Flask app (create_app; includes the first import of modules plain loads too)":
         r"backend/__init__\.py:create_app$",
     "advisory lock + session timeouts + refusal checks (before any revision)":
-        r"backend/lifecycle/(lock\.py:migration_lock|apply\.py:(set_session_timeouts|preflight))$",
+        r"backend/migrate/(lock\.py:migration_lock|apply\.py:(set_session_timeouts|preflight))$",
     "loading the revision files": r"alembic/script/base\.py:_load_revisions$",
     "running the revisions (Alembic run_migrations)":
         r"alembic/runtime/migration\.py:run_migrations$",
     "... of which a checksum row + log line per revision (RevisionRecorder)":
-        r"backend/lifecycle/apply\.py:__call__$",
+        r"backend/migrate/apply\.py:__call__$",
     "COMMITs (all of them, mostly while running the revisions)":
         r"sqlalchemy/engine/base\.py:_commit_impl$",
 }

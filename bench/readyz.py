@@ -142,11 +142,11 @@ def explain(ctx: Context) -> str:
             v[3] for k, v in raw.items() if k[2] == "<method 'execute' of "
             "'psycopg2.extensions.cursor' objects>") / count * 1000,
         "schema_status (queries + comparing revisions)":
-            ms("backend/lifecycle/revisions.py", "schema_status"),
+            ms("backend/migrate/revisions.py", "schema_status"),
         "pending_revisions (walking the scripts)":
-            ms("backend/lifecycle/revisions.py", "pending_revisions"),
+            ms("backend/migrate/revisions.py", "pending_revisions"),
         "edited_revisions (checksum comparison)":
-            ms("backend/lifecycle/checksums.py", "edited_revisions"),
+            ms("backend/migrate/checksums.py", "edited_revisions"),
     }
     statements = sum(v[1] for k, v in raw.items() if k[2] == "<method 'execute' of "
                      "'psycopg2.extensions.cursor' objects>") / count

@@ -1,13 +1,13 @@
 """Benchmark 3: migration verification on a long history, ours against pytest-alembic.
 
-Ours is ``backend.lifecycle.verify.verify`` (what ``scripts/verify_migrations.sh`` runs),
+Ours is ``migration_tools.verify.verify`` (what ``scripts/verify_migrations.sh`` runs),
 without the comparison with the models: for every revision, upgrade, downgrade (the schema
 must be the one before the upgrade) and upgrade again (the schema must be the one after the
 first upgrade), on one connection, one catalog query per snapshot. Plain is pytest-alembic's
 own checks with the same coverage: ``test_downgrade_leaves_no_trace`` (each downgrade undoes
 its upgrade, by autogenerate) and ``test_up_down_consistency`` (every upgrade and downgrade
 runs), each on its own fresh database through our ``env.py`` and the Flask app, as the
-migration tests wire them (``backend.lifecycle.harness``).
+migration tests wire them (``tests.migrations.harness``).
 
 Both run in this process, so neither pays for an interpreter start. The histories are
 ``bench.history``'s (one small table per revision), with a column added on every third
@@ -91,7 +91,7 @@ def _fresh_database(ctx: Context, prefix: str) -> Iterator[URL]:
 
 def ours(ctx: Context, migrations: Path) -> dict[str, float]:
     """One verification on a fresh empty database: seconds of the whole call and of the walk."""
-    from backend.lifecycle.verify import verify
+    from migration_tools.verify import verify
 
     with _fresh_database(ctx, "verify_ours") as url:
         started = time.perf_counter()
@@ -111,7 +111,7 @@ def _pytest_alembic_check(ctx: Context, migrations: Path,
     import pytest_alembic
     import pytest_alembic.config
 
-    from backend.lifecycle import harness
+    from tests.migrations import harness
 
     with _fresh_database(ctx, "verify_pa") as url, harness.migration_session(url) as session:
         config = session.app.extensions["migrate"].migrate.get_config(directory=str(migrations))

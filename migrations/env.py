@@ -4,7 +4,7 @@ Every path that runs migrations (the entrypoint, a manual ``flask db upgrade`` o
 ``flask db downgrade``) comes through this file, so all of them get the same protection:
 an advisory lock, short lock and statement timeouts, refusals before any change, one
 transaction per revision, checksums, and a log line per revision. The rules themselves
-live in ``backend/lifecycle/apply.py``.
+live in ``backend/migrate/apply.py``.
 """
 
 import contextlib
@@ -17,11 +17,11 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
 from backend.config import mask_url
-from backend.lifecycle import LifecycleError, checksums
-from backend.lifecycle.apply import RevisionRecorder, run_locked
-from backend.lifecycle.database import describe_error
-from backend.lifecycle.interrupt import cancel_on_signal
 from backend.logs import configure_logging
+from backend.migrate import LifecycleError, checksums
+from backend.migrate.apply import RevisionRecorder, run_locked
+from backend.migrate.database import describe_error
+from backend.migrate.interrupt import cancel_on_signal
 
 config = context.config
 

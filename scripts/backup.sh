@@ -26,9 +26,9 @@ fi
 # shellcheck source=scripts/_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
-args=(backup)
+args=(migrations backup)
 if [ -n "$dir" ]; then
     args+=(--dir "$dir")
 fi
 echo "backup: dumping the database (pg_dump -Fc) into ${dir:-${BACKUP_DIR:-backups/}}" >&2
-exec python -m backend.lifecycle.backup "${args[@]}"
+exec flask "${args[@]}"

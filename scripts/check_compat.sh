@@ -8,4 +8,4 @@ set -euo pipefail
 # shellcheck source=scripts/_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
-exec python -m backend.lifecycle.compat "$@"
+exec python -m migration_tools.compat "$@"

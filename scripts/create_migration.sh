@@ -14,7 +14,7 @@ if [ "$#" -eq 0 ] || [ -z "${*// /}" ]; then
 fi
 
 echo "create_migration: comparing backend/models/ with the database" >&2
-python -m backend.lifecycle.create "$@"
+python -m migration_tools.create "$@"
 # The new revision is the only head (several heads were refused above).
 echo "create_migration: linting the new revision (warnings only; CI fails on them)" >&2
-python -m backend.lifecycle.lint --warn-only head >&2
+python -m migration_tools.lint --warn-only head >&2

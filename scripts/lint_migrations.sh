@@ -10,4 +10,4 @@ set -euo pipefail
 # shellcheck source=scripts/_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
-exec python -m backend.lifecycle.lint "$@"
+exec python -m migration_tools.lint "$@"

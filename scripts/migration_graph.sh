@@ -12,4 +12,4 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
 echo "migration_graph: reading the revisions in migrations/versions/" >&2
-exec python -m backend.lifecycle.graph "$@"
+exec python -m migration_tools.graph "$@"

@@ -18,4 +18,4 @@ export REHEARSE_CALLER_DIR
 # shellcheck source=scripts/_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
-exec python -m backend.lifecycle.rehearse "$@"
+exec python -m migration_tools.rehearse "$@"

@@ -19,4 +19,4 @@ for arg in "$@"; do
             break ;;
     esac
 done
-exec python -m backend.lifecycle.conflicts "$@"
+exec python -m migration_tools.conflicts "$@"

@@ -41,6 +41,6 @@ if [ -n "$yes" ]; then
     target="the embedded development database"
     if [ -n "${DATABASE_URL:-}" ]; then target="the database in DATABASE_URL"; fi
     echo "restore: restoring $file into $target (pg_restore --clean --single-transaction)" >&2
-    exec python -m backend.lifecycle.backup restore "$file" --yes
+    exec flask migrations restore "$file" --yes
 fi
-exec python -m backend.lifecycle.backup restore "$file"
+exec flask migrations restore "$file"

@@ -17,4 +17,4 @@ export VERIFY_CALLER_DIR
 # shellcheck source=scripts/_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
-exec python -m backend.lifecycle.verify "$@"
+exec python -m migration_tools.verify "$@"

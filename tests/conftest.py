@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from backend.config import parse_database_url
-from backend.lifecycle.database import connect_kwargs  # noqa: F401  (tests import it from here)
+from backend.migrate.database import connect_kwargs  # noqa: F401  (tests import it from here)
 from tests.support import ROOT, VENV_BIN, child_env, execute_sql, url_text  # noqa: F401
 
 

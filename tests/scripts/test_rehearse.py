@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from backend.lifecycle.backup import take_backup
-from backend.lifecycle.rehearse import TableState, lost_rows, strongest
+from backend.migrate.backup import take_backup
+from migration_tools.rehearse import TableState, lost_rows, strongest
 from tests.conftest import ROOT, child_env, execute_sql, run_flask, url_text
 from tests.support import PrivateServer, copy_repository, revisions, write_revision
 

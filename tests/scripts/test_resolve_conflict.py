@@ -11,8 +11,8 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from backend.config import parse_database_url
-from backend.lifecycle import LifecycleError
-from backend.lifecycle.conflicts import is_local_host, non_local_hosts, reparent_source
+from backend.migrate import LifecycleError
+from migration_tools.conflicts import is_local_host, non_local_hosts, reparent_source
 from tests.conftest import child_env, execute_sql, run_flask
 from tests.support import copy_repository, write_revision
 

@@ -11,7 +11,7 @@ directly on one connection.
 So this module walks the history from base to head, in-process, on ONE connection of an
 empty scratch database, and for each revision R:
 
-1. upgrades R and takes the schema S1 (one catalog query: :mod:`backend.lifecycle.fingerprint`);
+1. upgrades R and takes the schema S1 (one catalog query: :mod:`migration_tools.fingerprint`);
 2. downgrades R: the schema must equal S0, the one before R's upgrade
    ("downgrade of R (message) leaves a trace"), with one allowance: a constraint added
    ``NOT VALID`` may be left validated, since PostgreSQL cannot undo ``VALIDATE CONSTRAINT``
@@ -71,9 +71,9 @@ from sqlalchemy.pool import NullPool
 
 from backend import MIGRATIONS_DIR
 from backend.config import ConfigError, log_format_from, mask_url, parse_database_url
-from backend.lifecycle import LifecycleError
-from backend.lifecycle.database import describe_error
-from backend.lifecycle.fingerprint import Schema, restored, schema_diff, snapshot, validated_since
+from backend.migrate import LifecycleError
+from backend.migrate.database import describe_error
+from migration_tools.fingerprint import Schema, restored, schema_diff, snapshot, validated_since
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -401,7 +401,7 @@ def verify(url: URL, directory: Path = MIGRATIONS_DIR, *, models: bool = True,
 
 def _admin(server: URL, statement: str) -> None:
     """One statement outside a transaction (CREATE/DROP DATABASE need that)."""
-    from backend.lifecycle.database import run_sql
+    from backend.migrate.database import run_sql
 
     run_sql(server, statement, PROG)
 
@@ -502,7 +502,7 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
         else:
             with contextlib.ExitStack() as stack:
                 if kind == "embedded":
-                    from backend.lifecycle.embedded import embedded_database_url
+                    from migration_tools.embedded import embedded_database_url
 
                     progress("no --url, --server-url or DATABASE_URL: using the embedded "
                              "development PostgreSQL")

@@ -72,7 +72,7 @@ def test_a_signal_cancels_the_running_migration_and_says_so(head_db, tmp_path, s
 
 def test_sigterm_while_waiting_for_the_migration_lock_exits_with_one_line(empty_db, tmp_path):
     # Arrange: another migrator holds the lock; this replica has the whole history pending.
-    from backend.lifecycle.lock import LOCK_KEY
+    from backend.migrate.lock import LOCK_KEY
 
     holder = psycopg2.connect(**connect_kwargs(empty_db))
     holder.autocommit = True

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 from sqlalchemy import Connection, text
 
-from backend.lifecycle import LifecycleError
+from backend.migrate import LifecycleError
 
 log = logging.getLogger("backend.lifecycle")
 

@@ -26,25 +26,23 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
 from backend.config import Config
-from backend.lifecycle import LifecycleError, checksums
-from backend.lifecycle.database import describe_error
-from backend.lifecycle.lock import migration_lock
-from backend.lifecycle.revisions import (
+from backend.migrate import LifecycleError, checksums
+from backend.migrate.backup import backup_before_migrate
+from backend.migrate.database import describe_error
+from backend.migrate.lock import migration_lock
+from backend.migrate.revisions import (
     ahead_note,
     ahead_of_code,
     edited_reason,
     find_revision,
     heads_reason,
+    label,
     read_state,
     unknown_reason,
 )
 
 log = logging.getLogger("backend.migrations")
 LOCK_NOT_AVAILABLE = "55P03"
-
-
-def _label(revisions) -> str:
-    return ", ".join(sorted(revisions)) if revisions else "base"
 
 
 class RevisionRecorder:
@@ -187,20 +185,20 @@ def run_with_retries(connection: Connection, ctx: MigrationContext, steps: list,
         except Exception as exc:
             index = len(recorder.applied) - done_before
             failed = steps[index].revision if index < len(steps) else None
-            label = f"{failed.revision} ({failed.doc})" if failed else "?"
+            named = f"{failed.revision} ({failed.doc})" if failed else "?"
             lock_timeout = _is_lock_timeout(exc)
             if not lock_timeout or attempt == settings.migration_retries:
                 reason = describe_error(exc)
                 if lock_timeout:
                     reason = (f"could not lock a table within lock_timeout "
                               f"({settings.lock_timeout}) in {attempt} tries: {reason}")
-                where = _label(recorder.heads) if recorder.heads is not None \
-                    else _label(_current(connection))
-                raise LifecycleError(f"migration {label} failed: {reason}; "
+                where = label(sorted(recorder.heads)) if recorder.heads is not None \
+                    else label(_current(connection))
+                raise LifecycleError(f"migration {named} failed: {reason}; "
                                      f"the database stays at {where}") from exc
             delay = settings.migration_retry_delay * 2 ** (attempt - 1)
             log.warning("migration %s could not lock a table within lock_timeout (%s), "
-                        "try %d of %d; retrying in %.1fs", label, settings.lock_timeout,
+                        "try %d of %d; retrying in %.1fs", named, settings.lock_timeout,
                         attempt, settings.migration_retries, delay,
                         extra={"fields": {"event": "retry", "revision": failed and
                                           failed.revision, "attempt": attempt}})
@@ -215,7 +213,8 @@ def _current(connection: Connection) -> list[str]:
         return ["unknown (connection lost)"]
 
 
-def backup_first(connection: Connection, ctx: MigrationContext, steps: list) -> None:
+def backup_first(connection: Connection, ctx: MigrationContext, steps: list,
+                 settings: Config) -> None:
     """With BACKUP_BEFORE_MIGRATE=1, dump the database before the first revision runs.
 
     Inside the lock, so of many replicas only the one that migrates takes it; a failed
@@ -223,14 +222,9 @@ def backup_first(connection: Connection, ctx: MigrationContext, steps: list) -> 
     """
     if not any(isinstance(step, RevisionStep) for step in steps):
         return
-    from backend.config import ConfigError
-    from backend.lifecycle.backup import backup_before_migrate
 
-    try:
-        backup_before_migrate(connection.engine.url, list(ctx.get_current_heads()),
-                              list(steps[-1].to_revisions))
-    except ConfigError as exc:
-        raise LifecycleError(str(exc)) from None
+    backup_before_migrate(connection.engine.url, list(ctx.get_current_heads()),
+                          list(steps[-1].to_revisions), settings)
 
 
 def make_durable(connection: Connection, recorder: RevisionRecorder) -> None:
@@ -253,18 +247,18 @@ def run_locked(connection: Connection, ctx: MigrationContext, scripts: ScriptDir
     with migration_lock(connection, settings.migration_lock_wait):
         set_session_timeouts(connection, settings)
         steps, recorder.on_disk = preflight(connection, ctx, scripts, settings)
-        before = _label(ctx.get_current_heads())
+        before = label(sorted(ctx.get_current_heads()))
         if not steps:
             log.info("nothing to apply: the database is at %s", before)
             return
         log.info("running %d revision(s) from %s", len(steps), before)
-        backup_first(connection, ctx, steps)
+        backup_first(connection, ctx, steps, settings)
         try:
             run_with_retries(connection, ctx, steps, run, recorder, settings)
         finally:
             make_durable(connection, recorder)
     elapsed = time.perf_counter() - started
-    after = _label(recorder.heads or ())
+    after = label(sorted(recorder.heads or ()))
     log.info("database now at %s: %d revision(s) from %s in %.3fs",
              after, len(recorder.applied), before, elapsed,
              extra={"fields": {"event": "summary", "from": before, "to": after,

@@ -18,7 +18,7 @@ from alembic import command
 from alembic.script import ScriptDirectory
 from flask import Flask
 
-from backend.lifecycle import LifecycleError
+from backend.migrate import LifecycleError
 
 log = logging.getLogger("backend.lifecycle")
 USAGE = 'usage: scripts/create_migration.sh "what changed"'
@@ -64,9 +64,9 @@ def create_revision(app: Flask, message: str, catch_up: bool = False) -> Path:
     database with pending revisions is brought to head first; any other is refused.
     """
     from backend.extensions import db
-    from backend.lifecycle.database import describe_error
-    from backend.lifecycle.revisions import ahead_note, schema_status
-    from backend.lifecycle.upgrade import upgrade_to_head
+    from backend.migrate.database import describe_error
+    from backend.migrate.revisions import ahead_note, schema_status
+    from backend.migrate.upgrade import upgrade_to_head
 
     with app.app_context():
         migrate_ext = app.extensions["migrate"]
@@ -128,8 +128,8 @@ def main(argv: list[str]) -> int:
         return 2
     from backend import create_app
     from backend.config import Config, ConfigError
-    from backend.lifecycle.embedded import database_url_or_embedded
     from backend.logs import configure_logging
+    from migration_tools.embedded import database_url_or_embedded
 
     configure_logging()
     embedded = not os.environ.get("DATABASE_URL", "").strip()

@@ -123,8 +123,8 @@ def database_revisions(environ: dict[str, str] | None = None) -> tuple[list[str]
     from sqlalchemy import create_engine
 
     from backend.config import ConfigError, mask_url, parse_database_url
-    from backend.lifecycle.database import describe_error
-    from backend.lifecycle.revisions import current_revisions
+    from backend.migrate.database import describe_error
+    from backend.migrate.revisions import current_revisions
 
     env = os.environ if environ is None else environ
     if not env.get("DATABASE_URL", "").strip():

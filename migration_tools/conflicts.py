@@ -42,7 +42,8 @@ from alembic.util import to_tuple
 from flask import Flask
 from sqlalchemy.engine import URL
 
-from backend.lifecycle import LifecycleError
+from backend.migrate import LifecycleError
+from backend.migrate.revisions import label
 
 PROG = "resolve_conflict"
 SCRIPT = "scripts/resolve_conflict.sh"
@@ -270,10 +271,6 @@ def _say(message: str) -> None:
     print(f"{PROG}: {message}", flush=True)
 
 
-def _label(revisions: Iterable[str]) -> str:
-    return ", ".join(revisions) or "base"
-
-
 def _applied(scripts: ScriptDirectory, current: Iterable[str]) -> set[str]:
     """Every revision a database at ``current`` has: the current ones and all below them."""
     return set().union(*(ancestors(scripts, rev) for rev in current))
@@ -281,8 +278,8 @@ def _applied(scripts: ScriptDirectory, current: Iterable[str]) -> set[str]:
 
 def _current(app: Flask) -> list[str]:
     from backend.extensions import db
-    from backend.lifecycle.database import describe_error
-    from backend.lifecycle.revisions import current_revisions
+    from backend.migrate.database import describe_error
+    from backend.migrate.revisions import current_revisions
 
     with app.app_context():
         try:
@@ -308,8 +305,8 @@ def _check_known(scripts: ScriptDirectory, current: list[str]) -> None:
 
 def _upgrade(app: Flask, changed: str) -> list[str]:
     """``flask db upgrade`` as the entrypoint runs it; say where the database ends up."""
-    from backend.lifecycle.revisions import forget_scripts
-    from backend.lifecycle.upgrade import upgrade_to_head
+    from backend.migrate.revisions import forget_scripts
+    from backend.migrate.upgrade import upgrade_to_head
 
     _say("flask db upgrade")
     forget_scripts()  # the files just changed: parse them again
@@ -326,8 +323,8 @@ def _upgrade(app: Flask, changed: str) -> list[str]:
     scripts = ScriptDirectory(app.extensions["migrate"].directory)
     applied = [s.revision for s in reversed(list(scripts.walk_revisions("base", "heads")))
                if s.revision in _applied(scripts, now) - _applied(scripts, before)]
-    _say(f"applied {_label(applied) if applied else 'nothing'}; the database is at "
-         f"{_label(now)} (head)")
+    _say(f"applied {label(applied) if applied else 'nothing'}; the database is at "
+         f"{label(now)} (head)")
     return now
 
 
@@ -382,31 +379,31 @@ def run_rebase(app: Flask, scripts: ScriptDirectory, plan: RebasePlan,
     kept_own = ancestors(scripts, plan.keep.revision) - ancestors(scripts, plan.ancestor)
 
     _say(f"keeping {plan.keep.revision} ({plan.keep.doc}) in place; moving "
-         f"{_label(branch_ids)} ({plan.move.doc}) from {plan.ancestor} onto it")
+         f"{label(branch_ids)} ({plan.move.doc}) from {plan.ancestor} onto it")
     if rolled_back:
         # Roll back only the moved branch: if the database also has the kept branch, going
         # down to the ancestor would needlessly undo that one too.
         target = (f"{rolled_back[-1]}@-{len(rolled_back)}" if kept_own & applied
                   else plan.ancestor)
-        _say(f"flask db downgrade {target}  (rolls back {_label(reversed(rolled_back))}: "
+        _say(f"flask db downgrade {target}  (rolls back {label(reversed(rolled_back))}: "
              "its downgrade() runs; the rows stay, what only it added, such as the values "
              "of a column it created, goes with it)")
         with app.app_context():
             try:
                 command.downgrade(migrate_ext.migrate.get_config(), target)
             except LifecycleError as exc:  # env.py's verdict: it says where the database is
-                raise ResolveFailed(f"rolling back {_label(rolled_back)}: {exc}; "
+                raise ResolveFailed(f"rolling back {label(rolled_back)}: {exc}; "
                                     "no file was changed") from None
             except Exception as exc:
-                from backend.lifecycle.database import describe_error
+                from backend.migrate.database import describe_error
 
                 raise ResolveFailed(
-                    f"rolling back {_label(rolled_back)} failed: {describe_error(exc)}; the "
-                    f"database is at {_label(_current(app))}; no file was changed"
+                    f"rolling back {label(rolled_back)} failed: {describe_error(exc)}; the "
+                    f"database is at {label(_current(app))}; no file was changed"
                 ) from None
-        _say(f"the database is at {_label(_current(app))}")
+        _say(f"the database is at {label(_current(app))}")
     else:
-        _say(f"the database ({_label(current)}) does not have {_label(branch_ids)}: "
+        _say(f"the database ({label(current)}) does not have {label(branch_ids)}: "
              "nothing to roll back")
 
     old = Path(root.path)
@@ -448,7 +445,7 @@ def resolve(action: str, message: str, keep: str | None, force: bool) -> None:
     """Refuse what cannot or must not be done, then run ``action`` against the database."""
     from backend import MIGRATIONS_DIR, create_app
     from backend.config import Config, parse_database_url
-    from backend.lifecycle.embedded import database_url_or_embedded
+    from migration_tools.embedded import database_url_or_embedded
 
     scripts = ScriptDirectory(str(MIGRATIONS_DIR))
     heads = head_scripts(scripts)
@@ -464,12 +461,11 @@ def resolve(action: str, message: str, keep: str | None, force: bool) -> None:
         check_local(parse_database_url(os.environ["DATABASE_URL"]), force)
     _say(f"heads: {', '.join(f'{h.revision} ({h.doc})' for h in heads)}")
     with database_url_or_embedded() as url:
-        os.environ["DATABASE_URL"] = url
-        app = create_app(Config.from_env())
+        app = create_app(Config.from_env({**os.environ, "DATABASE_URL": url}))
         try:
             current = _current(app)
             _check_known(scripts, current)
-            _say(f"the database is at {_label(current)}")
+            _say(f"the database is at {label(current)}")
             if plan is not None:
                 run_rebase(app, scripts, plan, current)
             else:
@@ -480,7 +476,7 @@ def resolve(action: str, message: str, keep: str | None, force: bool) -> None:
             with app.app_context():
                 db.engine.dispose()
     final = ScriptDirectory(str(MIGRATIONS_DIR)).get_heads()
-    _say(f"done: the history has one head, {_label(final)}")
+    _say(f"done: the history has one head, {label(final)}")
 
 
 def main(argv: list[str]) -> int:

@@ -4,7 +4,7 @@ A revision that passes the tests on a few rows can still take an exclusive lock 
 minutes on a large table, rewrite it, or delete rows through a bad ``WHERE``; its
 downgrade may never have run against real data at all. The only honest answer is to run
 it on a copy of production: this module copies a database (``pg_dump -Fc`` of a live one,
-or a dump made by :mod:`backend.lifecycle.backup`) into a scratch database, applies every
+or a dump made by :mod:`backend.migrate.backup`) into a scratch database, applies every
 pending revision one at a time through the same ``env.py`` as a real upgrade, rolls them
 all back one at a time, applies them again, and reports for each revision how long it
 took, which tables it rewrote, the strongest lock it held on each table and how row
@@ -46,11 +46,13 @@ from psycopg2 import sql
 from sqlalchemy.engine import URL
 
 from backend.config import Config, ConfigError, log_format_from, mask_url, parse_database_url
-from backend.lifecycle import LifecycleError, checksums, row_loss
-from backend.lifecycle.database import connect, describe_error, run_sql
-from backend.lifecycle.fingerprint import BOOKKEEPING, Schema, restored, snapshot_with_cursor
-from backend.lifecycle.row_loss import expected_row_loss
 from backend.logs import mask_secrets
+from backend.migrate import LifecycleError, checksums
+from backend.migrate.database import connect, describe_error, run_sql
+from backend.migrate.revisions import label, read_state_with_cursor
+from migration_tools import row_loss
+from migration_tools.fingerprint import BOOKKEEPING, Schema, restored, snapshot_with_cursor
+from migration_tools.row_loss import expected_row_loss
 
 PROG = "rehearse"
 # Weakest first: PostgreSQL's own order of table lock modes (each conflicts with more).
@@ -256,10 +258,8 @@ class Observer:
 
     def revision(self) -> list[str]:
         """The revisions in ``alembic_version``, as Alembic will read them."""
-        if self._rows("SELECT to_regclass('alembic_version')")[0][0] is None:
-            return []
-        return [row[0] for row in self._rows("SELECT version_num FROM alembic_version "
-                                             "ORDER BY 1")]
+        with self.conn.cursor() as cur:
+            return read_state_with_cursor(cur)[0]
 
 
 # --- what a step found -------------------------------------------------------------------
@@ -335,7 +335,7 @@ def tables_json(snapshot: Snapshot) -> dict[str, dict[str, int]]:
 
 def lost_rows(before: Snapshot, after: Snapshot, expected: dict[str, str],
               reference: Snapshot | None = None) -> dict[str, dict[str, Any]]:
-    """:func:`backend.lifecycle.row_loss.lost_rows` on two snapshots, each finding with the
+    """:func:`migration_tools.row_loss.lost_rows` on two snapshots, each finding with the
     reason its revision gave for it (``expected``), if any."""
     def rows(snapshot: Snapshot) -> dict[str, int]:
         return {name: state.rows for name, state in snapshot.items()}
@@ -531,7 +531,7 @@ class SignalGuard:
 
 def copy_into(options: Options, scratch: URL, workdir: Path) -> None:
     """Fill the scratch database from the source: a fresh dump of it, or the given one."""
-    from backend.lifecycle.backup import current_revision, take_backup
+    from backend.migrate.backup import current_revision, take_backup
 
     dump = options.from_dump
     if options.from_url is not None:
@@ -553,13 +553,13 @@ def copy_into(options: Options, scratch: URL, workdir: Path) -> None:
 def restore_into(scratch: URL, dump: Path, jobs: int) -> None:
     """``pg_restore`` into the empty scratch database, in parallel.
 
-    Not :func:`backend.lifecycle.backup.restore_backup`, which replaces a database in
+    Not :func:`backend.migrate.backup.restore_backup`, which replaces a database in
     place (``--clean``, one transaction). Here the database is new and thrown away, so
     several jobs may load tables at once, and ``--no-privileges`` lets a production dump
     whose GRANTs name roles this server lacks restore all the same: privileges change
     neither the locks nor the time a revision takes.
     """
-    from backend.lifecycle.backup import (
+    from backend.migrate.pgtools import (
         find_pg_tool,
         libpq_connection,
         server_version_num,
@@ -601,15 +601,15 @@ class Migrator:
         from backend import create_app
         from backend.extensions import db
 
-        # A dump of the scratch database before each step would be pointless, and would
-        # push real dumps out of BACKUP_DIR (only the newest BACKUP_KEEP are kept).
-        os.environ["BACKUP_BEFORE_MIGRATE"] = "0"
         settings = dataclasses.replace(
             Config.from_env({**os.environ, "DATABASE_URL": url.render_as_string(False)}),
             # Nothing else uses the scratch database: a lock wait means a problem in the
             # revision itself, and a long statement is what we came to measure.
             lock_timeout=options.lock_timeout, statement_timeout=options.statement_timeout,
-            migration_retries=1, migration_lock_wait=60.0)
+            migration_retries=1, migration_lock_wait=60.0,
+            # A dump of the scratch database before each step would be pointless, and would
+            # push real dumps out of BACKUP_DIR (only the newest BACKUP_KEEP are kept).
+            backup_before_migrate=False)
         self.app = create_app(settings)
         _quiet(options.verbose)
         self._context = self.app.app_context()
@@ -648,7 +648,7 @@ class Migrator:
         try:
             command.check(self.config)
         except AutogenerateDiffsDetected as exc:
-            from backend.lifecycle.verify import describe_diff
+            from migration_tools.verify import describe_diff
 
             return "; ".join(describe_diff(diff) for diff in exc.diffs)
         return None
@@ -698,7 +698,7 @@ class Runner:
     def plan(self) -> list[Any] | None:
         """The pending revisions in the order a deploy applies them; None if it would
         refuse (several heads, a database revision this code does not know)."""
-        from backend.lifecycle.revisions import (
+        from backend.migrate.revisions import (
             find_revision,
             heads_reason,
             pending_revisions,
@@ -734,7 +734,7 @@ class Runner:
         observer, result = self.observer, self.result
         result.tables_start = start = self.current = observer.snapshot()
         schema_start = observer.schema()
-        progress(f"at {_label(result.start)}: {len(plan)} revision(s) pending, "
+        progress(f"at {label(result.start)}: {len(plan)} revision(s) pending, "
                  f"{len(start)} table(s), {sum(t.rows for t in start.values())} row(s)")
         before_upgrade = self.apply(plan, "upgrade")
         if before_upgrade is None:
@@ -885,24 +885,20 @@ class Runner:
                               f"they differ, autogenerate would write: {diff}")
 
 
-def _label(revisions: Sequence[str]) -> str:
-    return ", ".join(revisions) if revisions else "base"
-
-
 def refuse_an_older_target(source: URL, target: URL) -> None:
     """A dump restores into its own major version or a newer one, never an older one;
     tried anyway, it fails late and cryptically ("unsupported version (1.16) in file
     header", or an unknown setting such as ``transaction_timeout``). Say so before copying."""
-    from backend.lifecycle.backup import _server_major, _show_major, server_version_num
+    from backend.migrate.pgtools import server_major, server_version_num, show_major
 
-    source_major = _server_major(server_version_num(source))
-    target_major = _server_major(server_version_num(target))
+    source_major = server_major(server_version_num(source))
+    target_major = server_major(server_version_num(target))
     if target_major < source_major:
         raise LifecycleError(
-            f"the target server runs PostgreSQL {_show_major(target_major)}, older than the "
-            f"source's {_show_major(source_major)}: a copy restores only into the same major "
+            f"the target server runs PostgreSQL {show_major(target_major)}, older than the "
+            f"source's {show_major(source_major)}: a copy restores only into the same major "
             f"version or a newer one; give --target-url a PostgreSQL "
-            f"{_show_major(source_major)} or newer")
+            f"{show_major(source_major)} or newer")
 
 
 def rehearse(options: Options, guard: SignalGuard) -> Rehearsal:
@@ -998,8 +994,8 @@ def _rows_cell(step: Step | None) -> str:
         old, new = change["before"], change["after"]
         if name in step.lost:
             reason = step.lost[name]["expected"]
-            label = f"expected: {reason}" if reason else "**LOST**"
-            parts.append(f"{name} {old} -> {new if new is not None else 'dropped'} ({label})")
+            verdict = f"expected: {reason}" if reason else "**LOST**"
+            parts.append(f"{name} {old} -> {new if new is not None else 'dropped'} ({verdict})")
         elif old is None:
             parts.append(f"{name} new ({new})")
         elif new is None:
@@ -1028,13 +1024,13 @@ def render_markdown(result: Rehearsal) -> str:
     lines = [
         f"# Migration rehearsal: {verdict}",
         "",
-        f"- source: {result.source}, at {_label(result.start)}",
+        f"- source: {result.source}, at {label(result.start)}",
         f"- copied into scratch database `{result.scratch}` on {result.server} "
         f"(PostgreSQL {result.server_version or '?'}) in {_seconds(result.copy_seconds)}; "
         "dropped afterwards",
-        (f"- {len(result.pending)} pending revision(s), to {_label(result.head)}; each "
+        (f"- {len(result.pending)} pending revision(s), to {label(result.head)}; each "
          "applied, rolled back, then applied again, one at a time through `env.py`")
-        if result.pending else f"- nothing pending: head is {_label(result.head)}",
+        if result.pending else f"- nothing pending: head is {label(result.head)}",
         f"- total {_seconds(result.seconds)}",
     ]
     if result.pending:

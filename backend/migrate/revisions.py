@@ -10,14 +10,16 @@ next call parses again.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
+from typing import Any
 
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Connection, text
 
-from backend.lifecycle import checksums
+from backend.migrate import checksums
 
 
 def versions_stamp(directory: str) -> int:
@@ -53,29 +55,56 @@ def forget_scripts() -> None:
     _checksums.cache_clear()
 
 
-_TABLES = text("SELECT to_regclass('alembic_version') IS NOT NULL, "
-               f"to_regclass('{checksums.TABLE}') IS NOT NULL")
+# The one reading of where a database stands: its ``alembic_version`` rows and our
+# recorded checksums, as ('v', revision, NULL) and ('c', revision, checksum) rows. Every
+# reader uses these statements and :func:`parse_state`: the app's connection here,
+# /readyz's own (health.py, prepared once per connection), the backups and the tools.
+TABLES_SQL = ("SELECT to_regclass('alembic_version') IS NOT NULL, "
+              f"to_regclass('{checksums.TABLE}') IS NOT NULL")
+VERSIONS_SQL = "SELECT 'v', version_num, NULL FROM alembic_version"
+CHECKSUMS_SQL = f"SELECT 'c', revision, checksum FROM {checksums.TABLE}"
+
+StateRows = Sequence[tuple[str, str, str | None]]
+
+
+def state_sql(has_versions: bool, has_checksums: bool) -> str | None:
+    """The state query for the tables that exist (None when neither does: never migrated)."""
+    parts = [sql for sql, present in ((VERSIONS_SQL, has_versions),
+                                      (CHECKSUMS_SQL, has_checksums)) if present]
+    return " UNION ALL ".join(parts) or None
+
+
+def parse_state(rows: StateRows) -> tuple[list[str], dict[str, str]]:
+    """(the applied revisions, sorted; the recorded checksum of each revision)."""
+    current = sorted(rev for kind, rev, _ in rows if kind == "v")
+    recorded = {rev: (digest or "").strip() for kind, rev, digest in rows if kind == "c"}
+    return current, recorded
 
 
 def read_state(connection: Connection) -> tuple[list[str], dict[str, str]]:
     """The applied revisions and their recorded checksums, in two round trips at most."""
-    has_versions, has_checksums = connection.execute(_TABLES).one()
-    parts = []
-    if has_versions:
-        parts.append("SELECT 'v', version_num, NULL FROM alembic_version")
-    if has_checksums:
-        parts.append(f"SELECT 'c', revision, checksum FROM {checksums.TABLE}")
-    if not parts:
+    query = state_sql(*connection.execute(text(TABLES_SQL)).one())
+    return parse_state(connection.execute(text(query)).all() if query else [])
+
+
+def read_state_with_cursor(cursor: Any) -> tuple[list[str], dict[str, str]]:
+    """:func:`read_state` on a DB-API (psycopg2) cursor, for readers below SQLAlchemy."""
+    cursor.execute(TABLES_SQL)
+    query = state_sql(*cursor.fetchone())
+    if not query:
         return [], {}
-    rows = connection.execute(text(" UNION ALL ".join(parts))).all()
-    current = sorted(rev for kind, rev, _ in rows if kind == "v")
-    recorded = {rev: digest.strip() for kind, rev, digest in rows if kind == "c"}
-    return current, recorded
+    cursor.execute(query)
+    return parse_state(cursor.fetchall())
 
 
 def current_revisions(connection: Connection) -> list[str]:
     """The revisions recorded in ``alembic_version``; empty on a database never migrated."""
     return read_state(connection)[0]
+
+
+def label(revisions: Iterable[str]) -> str:
+    """How a log line or a report names where a database stands: "a, b", or "base"."""
+    return ", ".join(revisions) or "base"
 
 
 @dataclass

@@ -14,17 +14,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from backend.config import ConfigError
-from backend.lifecycle import LifecycleError, backup
-from backend.lifecycle.backup import (
-    BackupSettings,
+from backend.config import Config, ConfigError
+from backend.migrate import LifecycleError, pgtools
+from backend.migrate.backup import (
     backup_before_migrate,
-    backup_settings,
-    find_pg_tool,
     restore_backup,
-    server_version_num,
     take_backup,
 )
+from backend.migrate.pgtools import find_pg_tool, server_version_num
 from tests.conftest import ROOT, child_env, execute_sql, run_flask
 from tests.support import copy_repository, revisions
 
@@ -287,7 +284,7 @@ exec {real_pg_dump} "$@"
 def test_a_socket_url_keeps_its_host_and_never_its_password():
     url = make_url("postgresql+psycopg2://app:pw%20x@/appdb?host=/var/run/postgresql")
 
-    conninfo, env, password = backup.libpq_connection(url)
+    conninfo, env, password = pgtools.libpq_connection(url)
 
     assert "host='/var/run/postgresql'" in conninfo
     assert "dbname='appdb'" in conninfo and "user='app'" in conninfo
@@ -315,7 +312,7 @@ def fake_tools(tmp_path: Path, versions: dict[str, str]) -> dict[str, Path]:
 def test_the_nearest_new_enough_pg_dump_is_chosen(tmp_path, monkeypatch, server, expected):
     dirs = fake_tools(tmp_path, {"pgserver18": "18.4", "pgserver16": "16.14",
                                  "path15": "15.20 (Debian 15.20-0+deb12u1)"})
-    monkeypatch.setattr(backup, "_pgserver_bin_dirs",
+    monkeypatch.setattr(pgtools, "_pgserver_bin_dirs",
                         lambda: [dirs["pgserver18"], dirs["pgserver16"]])
     monkeypatch.setenv("PATH", f"{dirs['path15']}{os.pathsep}/usr/bin:/bin")
 
@@ -329,7 +326,7 @@ def test_a_bundled_pg_dump_that_cannot_run_is_skipped(tmp_path, monkeypatch):
     broken = tmp_path / "pgserver18" / "bin"
     broken.mkdir(parents=True)
     write_tool(broken / "pg_dump", 'echo "error while loading shared libraries" >&2; exit 127\n')
-    monkeypatch.setattr(backup, "_pgserver_bin_dirs", lambda: [broken])
+    monkeypatch.setattr(pgtools, "_pgserver_bin_dirs", lambda: [broken])
     monkeypatch.setenv("PATH", f"{dirs['path15']}{os.pathsep}/usr/bin:/bin")
 
     assert find_pg_tool("pg_dump", 150020) == str(dirs["path15"] / "pg_dump")
@@ -359,25 +356,32 @@ def test_the_chosen_pg_dump_can_dump_the_test_server(pg_server):
 
     tool = find_pg_tool("pg_dump", version)
 
-    assert backup._tool_major(tool) >= backup._server_major(version)
+    assert pgtools._tool_major(tool) >= pgtools.server_major(version)
 
 
 # --- settings --------------------------------------------------------------------------
 
 
+def backup_config(**env: str) -> Config:
+    return Config.from_env({"DATABASE_URL": "postgresql://app@localhost/app", **env})
+
+
 def test_backup_settings_default_to_off_five_dumps_in_backups():
-    assert backup_settings({}) == BackupSettings(False, ROOT / "backups", 5)
+    settings = backup_config()
+
+    assert (settings.backup_before_migrate, settings.backup_dir, settings.backup_keep) == \
+        (False, ROOT / "backups", 5)
 
 
 @pytest.mark.parametrize("value", ["1", "true", "YES", " on "])
 def test_backup_before_migrate_turns_on(value):
-    assert backup_settings({"BACKUP_BEFORE_MIGRATE": value}).enabled
+    assert backup_config(BACKUP_BEFORE_MIGRATE=value).backup_before_migrate
 
 
 def test_backup_settings_read_dir_and_keep(tmp_path):
-    settings = backup_settings({"BACKUP_DIR": "var/dumps", "BACKUP_KEEP": "2"})
-    assert settings.directory == ROOT / "var" / "dumps" and settings.keep == 2
-    assert backup_settings({"BACKUP_DIR": str(tmp_path)}).directory == tmp_path
+    settings = backup_config(BACKUP_DIR="var/dumps", BACKUP_KEEP="2")
+    assert settings.backup_dir == ROOT / "var" / "dumps" and settings.backup_keep == 2
+    assert backup_config(BACKUP_DIR=str(tmp_path)).backup_dir == tmp_path
 
 
 @pytest.mark.parametrize(("name", "value"), [
@@ -386,18 +390,20 @@ def test_backup_settings_read_dir_and_keep(tmp_path):
 ])
 def test_bad_backup_settings_are_refused_clearly(name, value):
     with pytest.raises(ConfigError, match=name):
-        backup_settings({name: value})
+        backup_config(**{name: value})
 
 
 def test_backup_before_migrate_does_nothing_when_off(head_db, tmp_path):
-    assert backup_before_migrate(head_db, [], [HEAD], {"BACKUP_DIR": str(tmp_path / "b")}) is None
+    settings = backup_config(BACKUP_DIR=str(tmp_path / "b"))
+
+    assert backup_before_migrate(head_db, [], [HEAD], settings) is None
     assert not (tmp_path / "b").exists()
 
 
 def test_backup_before_migrate_dumps_when_on(head_db, tmp_path):
-    env = {"BACKUP_BEFORE_MIGRATE": "1", "BACKUP_DIR": str(tmp_path)}
+    settings = backup_config(BACKUP_BEFORE_MIGRATE="1", BACKUP_DIR=str(tmp_path))
 
-    path = backup_before_migrate(head_db, ["3f9a1c2b7d10"], [HEAD], env)
+    path = backup_before_migrate(head_db, ["3f9a1c2b7d10"], [HEAD], settings)
 
     assert path is not None and path.name.endswith(f"_3f9a1c2b7d10_to_{HEAD}.dump")
 
@@ -475,7 +481,7 @@ def test_restore_script_refuses_a_missing_file(head_db, tmp_path):
 def embedded_in(repo: Path) -> Iterator:
     """The embedded development database of a checkout, as its scripts start it."""
     from backend.config import parse_database_url
-    from backend.lifecycle.embedded import embedded_database_url
+    from migration_tools.embedded import embedded_database_url
 
     with embedded_database_url(repo / ".data" / "postgres") as raw:
         yield parse_database_url(raw)

@@ -1,7 +1,7 @@
 """Apply pending revisions exactly as ``flask db upgrade`` does, with a one-line verdict.
 
 The rules (lock, timeouts, refusals, retries) live in ``migrations/env.py`` and
-``backend/lifecycle/apply.py``, so this and a manual ``flask db upgrade`` behave the same.
+``backend/migrate/apply.py``, so this and a manual ``flask db upgrade`` behave the same.
 What this adds for the entrypoint is that any failure becomes one line, not a traceback.
 """
 
@@ -11,8 +11,8 @@ from alembic import command
 from alembic.util import CommandError
 from flask import Flask
 
-from backend.lifecycle import LifecycleError
-from backend.lifecycle.database import describe_error
+from backend.migrate import LifecycleError
+from backend.migrate.database import describe_error
 
 
 def upgrade_to_head(app: Flask) -> None:

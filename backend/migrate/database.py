@@ -15,8 +15,8 @@ import psycopg2
 from sqlalchemy.engine import URL
 
 from backend.config import mask_url
-from backend.lifecycle import LifecycleError
 from backend.logs import mask_secrets
+from backend.migrate import LifecycleError
 
 log = logging.getLogger("backend.lifecycle")
 

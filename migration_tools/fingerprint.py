@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from backend.lifecycle import checksums
+from backend.migrate import checksums
 
 # Alembic's and our own bookkeeping: they change with every revision by design.
 BOOKKEEPING = ("alembic_version", checksums.TABLE)

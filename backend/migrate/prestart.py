@@ -13,17 +13,20 @@ import logging
 
 from flask import Flask
 
+from backend import deadline
 from backend.config import ConfigError
-from backend.lifecycle import LifecycleError
+from backend.engine import limit_request_time
+from backend.extensions import db
+from backend.migrate import LifecycleError
+from backend.migrate.database import wait_for_database
+from backend.migrate.interrupt import cancel_on_signal
+from backend.migrate.upgrade import upgrade_to_head
 
 log = logging.getLogger("backend.lifecycle")
 
 
 def migrate_before_serving(app: Flask) -> None:
     """Wait for the database, then upgrade to head; exit the process on any refusal."""
-    from backend.lifecycle.database import wait_for_database
-    from backend.lifecycle.interrupt import cancel_on_signal
-    from backend.lifecycle.upgrade import upgrade_to_head
 
     config = app.config["SERVICE_CONFIG"]
     try:
@@ -39,7 +42,6 @@ def migrate_before_serving(app: Flask) -> None:
 def prepare_to_serve(app: Flask, migrate: bool = True) -> None:
     """Migrate (unless told not to), then close what that opened: the workers are forked
     from this process, and a pooled connection must never cross a fork."""
-    from backend.extensions import db
 
     if migrate:
         migrate_before_serving(app)
@@ -50,9 +52,6 @@ def prepare_to_serve(app: Flask, migrate: bool = True) -> None:
 def prepare_worker(app: Flask) -> None:
     """Bound every database wait of this worker: the server stops a statement after
     ``DB_QUERY_TIMEOUT``; the client gives up one second later if the server cannot."""
-    from backend import deadline
-    from backend.engine import limit_request_time
-    from backend.extensions import db
 
     config = app.config["SERVICE_CONFIG"]
     deadline.install(config.db_query_timeout + 1)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from alembic.script import ScriptDirectory
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 VERSIONS = Path("migrations") / "versions"
 API_TESTS = "tests/api"
 

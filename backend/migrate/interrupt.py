@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from psycopg2 import extensions
 
 from backend import deadline
-from backend.lifecycle import LifecycleError
+from backend.migrate import LifecycleError
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

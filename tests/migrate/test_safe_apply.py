@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from backend.lifecycle.lock import LOCK_KEY
+from backend.migrate.lock import LOCK_KEY
 from tests.conftest import child_env, connect_kwargs, execute_sql, run_flask
 from tests.support import (
     copy_repository,

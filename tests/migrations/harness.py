@@ -22,8 +22,8 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import URL
 
 from backend.config import Config
-from backend.lifecycle.fingerprint import BOOKKEEPING
-from backend.lifecycle.row_loss import expected_row_loss
+from migration_tools.fingerprint import BOOKKEEPING
+from migration_tools.row_loss import expected_row_loss
 
 if TYPE_CHECKING:
     import pytest_alembic.config

@@ -3,7 +3,7 @@
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 
-from backend.lifecycle.revisions import schema_status
+from backend.migrate.revisions import schema_status
 from tests.conftest import run_flask
 from tests.support import copy_repository, revisions, write_revision
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from backend.config import Config, mask_url, parse_database_url
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT / ".data" / "postgres"
 DATABASE = "app"
 log = logging.getLogger("backend.lifecycle")

@@ -10,8 +10,8 @@ import pytest
 
 from backend import create_app
 from backend.config import Config
-from backend.lifecycle import LifecycleError
-from backend.lifecycle.create import create_revision
+from backend.migrate import LifecycleError
+from migration_tools.create import create_revision
 from tests.conftest import execute_sql, run_flask
 from tests.support import (
     ROOT,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backend.lifecycle.row_loss import expected_row_loss, lost_rows
+from migration_tools.row_loss import expected_row_loss, lost_rows
 
 
 def test_a_step_that_removes_rows_or_a_table_loses_them() -> None:
