@@ -26,7 +26,6 @@ import io
 import json
 import os
 import re
-import secrets
 import shutil
 import signal
 import subprocess
@@ -36,7 +35,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +51,7 @@ from backend.migrate.revisions import label, read_state_with_cursor
 from migration_tools import row_loss
 from migration_tools.fingerprint import BOOKKEEPING, Schema, restored, snapshot_with_cursor
 from migration_tools.row_loss import expected_row_loss
+from migration_tools.scratch import create_database, drop_database, leftovers, scratch_name
 
 PROG = "rehearse"
 # Weakest first: PostgreSQL's own order of table lock modes (each conflicts with more).
@@ -405,24 +404,6 @@ def _execute(url: URL, statement: str) -> list[tuple]:
     return run_sql(url, statement, "rehearse")
 
 
-def scratch_name(prefix: str) -> str:
-    """Unique, and telling: who made it (the prefix) and when."""
-    return f"{prefix}_{datetime.now(UTC):%Y%m%d%H%M%S}_{secrets.token_hex(3)}"
-
-
-def leftovers(admin: URL, prefix: str) -> list[str]:
-    """Scratch databases of other rehearsals: running now, or killed before cleaning up."""
-    pattern = prefix.replace("_", "\\_") + "\\_%"
-    rows = _execute(admin, "SELECT datname FROM pg_database WHERE datname LIKE "
-                           f"'{pattern}' ORDER BY 1")
-    return [row[0] for row in rows]
-
-
-def drop_database(admin: URL, name: str) -> None:
-    """Drop the scratch database even with sessions still in it (PostgreSQL 13+)."""
-    _execute(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @contextlib.contextmanager
 def scratch_database(admin: URL, prefix: str, result: Rehearsal,
                      guard: SignalGuard) -> Iterator[URL]:
@@ -430,7 +411,7 @@ def scratch_database(admin: URL, prefix: str, result: Rehearsal,
     name = scratch_name(prefix)
     result.scratch = name
     try:
-        _execute(admin, f'CREATE DATABASE "{name}" TEMPLATE template0')
+        create_database(admin, name, application_name="rehearse")
         progress(f"created scratch database {name} on {mask_url(admin.set(database=''))}")
         guard.scratch = admin.set(database=name)
         yield guard.scratch
@@ -438,7 +419,7 @@ def scratch_database(admin: URL, prefix: str, result: Rehearsal,
         guard.scratch = None
         with guard.deferred():
             try:
-                drop_database(admin, name)
+                drop_database(admin, name, "rehearse")
                 progress(f"dropped scratch database {name}")
             except LifecycleError as exc:
                 result.fail(f"could not drop the scratch database {name}: {exc}; drop it "
@@ -909,7 +890,7 @@ def rehearse(options: Options, guard: SignalGuard) -> Rehearsal:
         else str(options.from_dump)
     result = Rehearsal(source=source, server=mask_url(options.target_url.set(database="")))
     started = time.perf_counter()
-    others = leftovers(options.target_url, options.prefix)
+    others = leftovers(options.target_url, options.prefix, "rehearse")
     if others:
         progress(f"note: {len(others)} other scratch database(s) on this server, from "
                  f"rehearsals running now or killed: {', '.join(others)}")

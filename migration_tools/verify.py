@@ -55,13 +55,11 @@ import argparse
 import contextlib
 import io
 import os
-import secrets
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -73,6 +71,7 @@ from backend import MIGRATIONS_DIR
 from backend.config import ConfigError, log_format_from, mask_url, parse_database_url
 from backend.migrate import LifecycleError
 from backend.migrate.database import describe_error
+from migration_tools import scratch
 from migration_tools.fingerprint import Schema, restored, schema_diff, snapshot, validated_since
 
 if TYPE_CHECKING:
@@ -399,30 +398,14 @@ def verify(url: URL, directory: Path = MIGRATIONS_DIR, *, models: bool = True,
 # --- scratch databases and the command line -------------------------------------------------
 
 
-def _admin(server: URL, statement: str) -> None:
-    """One statement outside a transaction (CREATE/DROP DATABASE need that)."""
-    from backend.migrate.database import run_sql
-
-    run_sql(server, statement, PROG)
-
-
-def scratch_name() -> str:
-    """Unique, and telling: what made it and when."""
-    return f"{SCRATCH_PREFIX}_{datetime.now(UTC):%Y%m%d%H%M%S}_{secrets.token_hex(3)}"
-
-
 @contextlib.contextmanager
 def scratch_database(server: URL) -> Iterator[URL]:
     """An empty database on ``server``'s cluster, dropped however the block ends (also on
     SIGTERM, which becomes SystemExit here so the ``finally`` runs)."""
-    name = scratch_name()
     previous = signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
-        _admin(server, f'CREATE DATABASE "{name}" TEMPLATE template0')
-        try:
-            yield server.set(database=name)
-        finally:
-            _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        with scratch.scratch_database(server, SCRATCH_PREFIX, PROG) as url:
+            yield url
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -20,6 +20,7 @@ from sqlalchemy.engine import URL
 
 from backend.config import parse_database_url
 from backend.migrate.database import connect_kwargs  # noqa: F401  (tests import it from here)
+from migration_tools import scratch
 from tests.support import ROOT, VENV_BIN, child_env, execute_sql, url_text  # noqa: F401
 
 
@@ -34,12 +35,11 @@ class PgServer:
         execute_sql(self.url, statement)
 
     def create_database(self, template: str | None = None) -> URL:
-        name = f"t_{uuid.uuid4().hex[:16]}"
-        self.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
-        return self.url.set(database=name)
+        return scratch.create_database(self.url, f"t_{uuid.uuid4().hex[:16]}", template,
+                                       application_name="tests")
 
     def drop_database(self, name: str) -> None:
-        self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        scratch.drop_database(self.url, name, "tests")
 
 
 @pytest.fixture(scope="session")
