@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg2
 import pytest
 
-from migration_tools.rehearse import downgrade_target
+from migration_tools.rehearse.runner import downgrade_target
 from tests.conftest import execute_sql
 
 SLUG_BEFORE = "c47d0e5a9f26"     # index tasks by due date

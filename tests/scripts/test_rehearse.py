@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from backend.migrate.backup import take_backup
-from migration_tools.rehearse import TableState, lost_rows, strongest
+from migration_tools.rehearse.findings import lost_rows
+from migration_tools.rehearse.observer import TableState, strongest
 from tests.conftest import ROOT, child_env, execute_sql, run_flask, url_text
 from tests.support import PrivateServer, copy_repository, revisions, write_revision
 
