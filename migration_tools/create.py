@@ -10,7 +10,6 @@ import contextlib
 import logging
 import os
 import re
-import shutil
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from alembic.script import ScriptDirectory
 from flask import Flask
 
 from backend.migrate import LifecycleError
+from migration_tools.command_line import on_caller_path
 
 log = logging.getLogger("backend.lifecycle")
 USAGE = 'usage: scripts/create_migration.sh "what changed"'
@@ -48,7 +48,7 @@ def _flask_command() -> str:
     """How to run ``flask`` from where the user stands: bare when it is on their PATH (an
     active venv, a container), else the project venv's own, which works without activating
     it. The scripts pass the caller's PATH on as ``CALLER_PATH`` (scripts/_common.sh)."""
-    if shutil.which("flask", path=os.environ.get("CALLER_PATH")):
+    if on_caller_path("flask"):
         return "flask"
     venv_flask = Path(sys.executable).parent / "flask"
     try:

@@ -23,6 +23,8 @@ from pathlib import Path
 from alembic.script import ScriptDirectory
 from alembic.util import to_tuple
 
+from migration_tools.command_line import progress
+
 USAGE = "usage: scripts/migration_graph.sh [--output FILE]"
 PROG = "migration_graph"
 
@@ -159,27 +161,27 @@ def main(argv: list[str]) -> int:
     scripts = ScriptDirectory(str(MIGRATIONS_DIR))
     nodes = history_nodes(scripts)
     heads = [n.revision for n in nodes if n.is_head]
-    print(f"{PROG}: {len(nodes)} revision(s), {len(heads)} head(s): "
-          f"{', '.join(heads) or 'none'}", file=sys.stderr)
+    progress(PROG, f"{len(nodes)} revision(s), {len(heads)} head(s): "
+                   f"{', '.join(heads) or 'none'}")
 
     current, detail = database_revisions()
     if current is None:
-        print(f"{PROG}: {detail}: the graph shows no current revision", file=sys.stderr)
+        progress(PROG, f"{detail}: the graph shows no current revision")
         current = []
     else:
         unknown = [rev for rev in current if rev not in {n.revision for n in nodes}]
         shown = ", ".join(current) or "base (no revision applied)"
-        print(f"{PROG}: database {detail} is at {shown}", file=sys.stderr)
+        progress(PROG, f"database {detail} is at {shown}")
         if unknown:
-            print(f"{PROG}: the database is at {', '.join(unknown)}, which these revision "
-                  "files do not contain: the code is older than the database", file=sys.stderr)
+            progress(PROG, f"the database is at {', '.join(unknown)}, which these revision "
+                           "files do not contain: the code is older than the database")
 
     chart = render_mermaid(nodes, current)
     if args.output:
         path = Path(args.output)
         body = f"```mermaid\n{chart}```\n" if path.suffix.lower() == ".md" else chart
         path.write_text(body)
-        print(f"{PROG}: wrote {path}", file=sys.stderr)
+        progress(PROG, f"wrote {path}")
     else:
         sys.stdout.write(chart)
     return 0

@@ -13,8 +13,6 @@
 set -euo pipefail
 
 # Relative --report/--json/--from-dump paths are the caller's, not the repository root's.
-REHEARSE_CALLER_DIR="$PWD"
-export REHEARSE_CALLER_DIR
 # shellcheck source=scripts/_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 

@@ -12,8 +12,6 @@
 set -euo pipefail
 
 # A relative --migrations path is the caller's, not the repository root's.
-VERIFY_CALLER_DIR="$PWD"
-export VERIFY_CALLER_DIR
 # shellcheck source=scripts/_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 

@@ -19,25 +19,19 @@ environment only; nothing printed contains one.
 
 from __future__ import annotations
 
-import contextlib
-import sys
 from typing import Any
 
 from sqlalchemy.engine import URL
 
-from backend.logs import mask_secrets
 from backend.migrate.database import connect, run_sql
+from migration_tools import command_line
 
 PROG = "rehearse"
 
 
 def progress(message: str) -> None:
-    """One line on stderr, so a long rehearsal shows where it is (stdout is the report).
-
-    A reader that went away (``| head``) must not stop the rehearsal half way.
-    """
-    with contextlib.suppress(OSError):
-        print(f"{PROG}: {mask_secrets(message)}", file=sys.stderr, flush=True)
+    """One line on stderr, so a long rehearsal shows where it is (stdout is the report)."""
+    command_line.progress(PROG, message)
 
 
 def rehearsal_connection(url: URL, **extra: Any) -> Any:

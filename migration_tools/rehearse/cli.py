@@ -18,6 +18,7 @@ import psycopg2.extensions
 
 from backend.config import ConfigError, log_format_from, parse_database_url
 from backend.migrate import LifecycleError
+from migration_tools.command_line import caller_path
 from migration_tools.rehearse import progress
 from migration_tools.rehearse.findings import Options, Rehearsal
 from migration_tools.rehearse.guard import Interrupted, SignalGuard
@@ -84,24 +85,18 @@ def _options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Optio
             else from_url
     except ConfigError as exc:
         parser.error(str(exc))
-    from_dump = _path(args.from_dump) if args.from_dump else None
+    from_dump = caller_path(args.from_dump) if args.from_dump else None
     if target is None:
         parser.error("--from-dump needs --target-url: a server to restore the dump into")
     if from_dump is not None and not from_dump.is_file():
         parser.error(f"no such dump file: {from_dump}")
     for flag, value in (("--report", args.report), ("--json", args.json)):
-        if value and str(value) != "-" and not _path(Path(value)).parent.is_dir():
-            parser.error(f"{flag}: no such directory: {_path(Path(value)).parent}")
+        if value and str(value) != "-" and not caller_path(Path(value)).parent.is_dir():
+            parser.error(f"{flag}: no such directory: {caller_path(Path(value)).parent}")
     return Options(from_url=from_url, from_dump=from_dump, target_url=target,
                    prefix=args.prefix, lock_timeout=args.lock_timeout,
                    statement_timeout=args.statement_timeout, verbose=args.verbose,
                    jobs=args.jobs)
-
-
-def _path(path: Path) -> Path:
-    """Relative to where the user stood: scripts/rehearse.sh moves to the repository root."""
-    base = Path(os.environ.get("REHEARSE_CALLER_DIR") or os.getcwd())
-    return path if path.is_absolute() else base / path
 
 
 def write_outputs(result: Rehearsal, args: argparse.Namespace, stdout: Any) -> None:
@@ -110,9 +105,9 @@ def write_outputs(result: Rehearsal, args: argparse.Namespace, stdout: Any) -> N
     markdown = render_markdown(result)
     document = json.dumps(as_json(result), indent=2) + "\n"
     if args.report:
-        _path(args.report).write_text(markdown, encoding="utf-8")
+        caller_path(args.report).write_text(markdown, encoding="utf-8")
     if args.json and args.json != "-":
-        _path(Path(args.json)).write_text(document, encoding="utf-8")
+        caller_path(Path(args.json)).write_text(document, encoding="utf-8")
     stdout.write(document if args.json == "-" else markdown)
     stdout.flush()
 

@@ -30,6 +30,7 @@ from pytest_alembic.tests import experimental as reference_experimental
 from sqlalchemy.engine import URL
 
 from migration_tools import verify
+from migration_tools.verify import cli as verify_cli
 from tests.conftest import ROOT, child_env, execute_sql, url_text
 from tests.migrations import data, harness
 from tests.support import copy_repository, revisions, write_revision
@@ -243,7 +244,7 @@ def test_the_script_verifies_the_shipped_history(empty_db) -> None:
 
 def run_cli(*args: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = verify.run(verify.parse_args(list(args)), out, err)
+    code = verify_cli.run(verify_cli.parse_args(list(args)), out, err)
     return code, out.getvalue(), err.getvalue()
 
 

@@ -12,7 +12,8 @@ from alembic.script import ScriptDirectory
 
 from backend.config import parse_database_url
 from backend.migrate import LifecycleError
-from migration_tools.conflicts import is_local_host, non_local_hosts, reparent_source
+from migration_tools.conflicts.hosts import is_local_host, non_local_hosts
+from migration_tools.conflicts.plan import reparent_source
 from tests.conftest import child_env, execute_sql, run_flask
 from tests.support import copy_repository, write_revision
 
