@@ -8,6 +8,7 @@ transaction as Alembic's version row, and compare at every start.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 from alembic.script import ScriptDirectory
@@ -27,6 +28,13 @@ _UPSERT = text(f"""
     ON CONFLICT (revision) DO UPDATE
     SET checksum = EXCLUDED.checksum, filename = EXCLUDED.filename, recorded_at = now()
 """)
+
+
+# A revision fixed on purpose after it shipped names the checksum its earlier file had, with
+# a reason: databases that applied the earlier file then accept the new one (anything else
+# that changed it still counts as an edit). One line per earlier version.
+EARLIER_VERSION = re.compile(
+    r"^[ \t]*#[ \t]*checksum-of-earlier-version:[ \t]*([0-9a-f]{64})[ \t]+(\S.*?)[ \t]*$", re.M)
 
 
 def file_checksum(path: str | Path) -> str:
@@ -62,8 +70,19 @@ def applied_chain(scripts: ScriptDirectory, current: list[str]) -> list[str]:
     return [rev.revision for rev in scripts.iterate_revisions(tuple(current), "base")]
 
 
+def earlier_versions(path: str | Path) -> set[str]:
+    """The checksums of the earlier versions a revision file declares it replaces."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return set()
+    return {digest for digest, _reason in EARLIER_VERSION.findall(text)}
+
+
 def edited_revisions(scripts: ScriptDirectory, current: list[str],
                      recorded: dict[str, str], on_disk: dict[str, str]) -> list[str]:
-    """Applied revisions whose file no longer matches the checksum recorded when applied."""
+    """Applied revisions whose file no longer matches the checksum recorded when applied
+    (nor an earlier version the file declares it replaces)."""
     return [rev for rev in applied_chain(scripts, current)
-            if rev in recorded and rev in on_disk and recorded[rev] != on_disk[rev]]
+            if rev in recorded and rev in on_disk and recorded[rev] != on_disk[rev]
+            and recorded[rev] not in earlier_versions(scripts.get_revision(rev).path)]

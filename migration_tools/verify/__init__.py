@@ -13,9 +13,8 @@ empty scratch database, and for each revision R:
 
 1. upgrades R and takes the schema S1 (one catalog query: :mod:`migration_tools.fingerprint`);
 2. downgrades R: the schema must equal S0, the one before R's upgrade
-   ("downgrade of R (message) leaves a trace"), with one allowance: a constraint added
-   ``NOT VALID`` may be left validated, since PostgreSQL cannot undo ``VALIDATE CONSTRAINT``
-   (:func:`validated_since`). A downgrade raising ``NotImplementedError`` marks R as
+   ("downgrade of R (message) leaves a trace"), a constraint's ``NOT VALID`` state
+   included. A downgrade raising ``NotImplementedError`` marks R as
    irreversible on purpose, as pytest-alembic accepts it;
 3. upgrades R again: the schema must equal S1 ("upgrading R again gives a different
    schema"), the up/down consistency that pytest-alembic's ``test_up_down_consistency``
@@ -66,7 +65,7 @@ from backend import MIGRATIONS_DIR
 from backend.config import mask_url
 from backend.migrate import LifecycleError
 from backend.migrate.database import describe_error
-from migration_tools.fingerprint import Schema, restored, schema_diff, snapshot, validated_since
+from migration_tools.fingerprint import Schema, restored, schema_diff, snapshot
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -196,10 +195,6 @@ class _Walk:
                                    "upgrade only, + after the downgrade only):\n    "
                                    + "\n    ".join(schema_diff(before, downgraded)))
             return self.done(result, self.resume(result, after))
-        validated = validated_since(before, downgraded)
-        if validated:
-            result.note = ("downgrade leaves validated: " + ", ".join(
-                sorted(line.split()[1] for line in validated)))
 
         try:
             again, result.seconds["up again"], _ = self.step(module.upgrade)

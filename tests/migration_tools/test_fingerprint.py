@@ -31,9 +31,8 @@ def test_snapshot_sees_what_autogenerate_ignores(empty_db) -> None:
     assert fingerprint.schema_diff(before, after) == [
         "+ constraint public.t.ck_n CHECK ((n > 0))",
         "- constraint public.t.ck_n CHECK ((n > 0)) NOT VALID"]
-    # A downgrade may leave a constraint validated (PostgreSQL cannot undo VALIDATE), never
-    # the reverse.
-    assert fingerprint.restored(before, after)
+    # A downgrade restores the NOT VALID state too: validated is not "restored".
+    assert not fingerprint.restored(before, after)
     assert not fingerprint.restored(after, before)
 
 

@@ -266,3 +266,24 @@ def test_server_url_makes_and_drops_its_scratch_database(pg_server) -> None:
     assert name.startswith("verify_")
     assert execute_sql(pg_server.url, "SELECT 1 FROM pg_database WHERE datname = %s",
                        (name,)) == []
+
+
+def test_ours_flags_a_downgrade_that_leaves_a_constraint_validated(repo, databases) -> None:
+    """A downgrade of VALIDATE CONSTRAINT that does nothing leaves the constraint stronger
+    than it found it; pytest-alembic's autogenerate diff cannot see NOT VALID, ours does."""
+    write_revision(repo, "cafe00000014", HEAD, "check task titles", stamp="20261120_1000",
+                   upgrade="op.execute(\"ALTER TABLE tasks ADD CONSTRAINT ck_probe_title "
+                           "CHECK (title <> '') NOT VALID\")",
+                   downgrade='op.execute("ALTER TABLE tasks DROP CONSTRAINT ck_probe_title")')
+    write_revision(repo, "cafe00000015", "cafe00000014", "validate task titles",
+                   stamp="20261120_1001",
+                   upgrade='op.execute("ALTER TABLE tasks VALIDATE CONSTRAINT ck_probe_title")',
+                   downgrade="pass  # leaves it validated")
+
+    report = ours(repo, databases(), models=False)
+
+    problems = [p for p in report.all_problems() if p.startswith("downgrade of")]
+    assert len(problems) == 1, report.all_problems()
+    assert problems[0].startswith("downgrade of cafe00000015 (validate task titles) leaves")
+    assert "- constraint public.tasks.ck_probe_title CHECK (((title)::text <> ''::text)) " \
+        "NOT VALID" in problems[0], problems[0]

@@ -1,5 +1,6 @@
 """validate task status check: the rows already there pass, the constraint becomes validated;
-the downgrade changes nothing (a constraint cannot be un-validated), so the rule still holds."""
+the downgrade puts it back NOT VALID (dropped and added again), and the rule still holds for
+new rows."""
 
 from sqlalchemy import Connection
 
@@ -23,5 +24,5 @@ def upgraded(db: Connection) -> None:
 
 
 def downgraded(db: Connection) -> None:
-    assert rows(db, CONSTRAINT) == [(True,)]
+    assert rows(db, CONSTRAINT) == [(False,)]
     rejects(db, BAD_TASK)
