@@ -17,8 +17,16 @@ from alembic import command
 from alembic.script import ScriptDirectory
 from flask import Flask
 
+from backend import create_app
+from backend.config import Config, ConfigError
+from backend.extensions import db
+from backend.logs import configure_logging
 from backend.migrate import LifecycleError
+from backend.migrate.database import describe_error
+from backend.migrate.revisions import ahead_note, schema_status
+from backend.migrate.upgrade import upgrade_to_head
 from migration_tools.command_line import on_caller_path
+from migration_tools.embedded import database_url_or_embedded
 
 log = logging.getLogger("backend.lifecycle")
 USAGE = 'usage: scripts/create_migration.sh "what changed"'
@@ -63,10 +71,6 @@ def create_revision(app: Flask, message: str, catch_up: bool = False) -> Path:
     With ``catch_up`` (the embedded development database, which is ours to change), a
     database with pending revisions is brought to head first; any other is refused.
     """
-    from backend.extensions import db
-    from backend.migrate.database import describe_error
-    from backend.migrate.revisions import ahead_note, schema_status
-    from backend.migrate.upgrade import upgrade_to_head
 
     with app.app_context():
         migrate_ext = app.extensions["migrate"]
@@ -126,10 +130,6 @@ def main(argv: list[str]) -> int:
     if not message:
         print(f"create_migration: a message is required. {USAGE}", file=sys.stderr)
         return 2
-    from backend import create_app
-    from backend.config import Config, ConfigError
-    from backend.logs import configure_logging
-    from migration_tools.embedded import database_url_or_embedded
 
     configure_logging()
     embedded = not os.environ.get("DATABASE_URL", "").strip()

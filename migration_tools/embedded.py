@@ -15,10 +15,12 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from backend.config import Config, mask_url, parse_database_url
+from backend.config import Config, log_format_from, mask_url, parse_database_url
+from backend.logs import configure_logging
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT / ".data" / "postgres"
@@ -30,7 +32,6 @@ log = logging.getLogger("backend.lifecycle")
 def embedded_database_url(data_dir: Path = DATA_DIR) -> Iterator[str]:
     """Start (or join) the embedded server, make sure the app database exists, yield its URL.
     ``data_dir`` is this checkout's ``.data/postgres`` unless a caller names another."""
-    import warnings
 
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
     try:
@@ -58,8 +59,6 @@ def database_url_or_embedded() -> Iterator[str]:
         yield url
         return
     with embedded_database_url() as url:
-        from backend.config import log_format_from
-        from backend.logs import configure_logging
 
         configure_logging(log_format_from())  # the same line format as everything after it
         log.info("DATABASE_URL is not set: using the embedded PostgreSQL in %s (%s)",

@@ -22,7 +22,12 @@ from pathlib import Path
 
 from alembic.script import ScriptDirectory
 from alembic.util import to_tuple
+from sqlalchemy import create_engine
 
+from backend import MIGRATIONS_DIR
+from backend.config import ConfigError, mask_url, parse_database_url
+from backend.migrate.database import describe_error
+from backend.migrate.revisions import current_revisions
 from migration_tools.command_line import progress
 
 USAGE = "usage: scripts/migration_graph.sh [--output FILE]"
@@ -122,11 +127,7 @@ def database_revisions(environ: dict[str, str] | None = None) -> tuple[list[str]
     Never raises and never starts a server: the graph is useful without a database, so any
     failure becomes a note for stderr instead of an error.
     """
-    from sqlalchemy import create_engine
 
-    from backend.config import ConfigError, mask_url, parse_database_url
-    from backend.migrate.database import describe_error
-    from backend.migrate.revisions import current_revisions
 
     env = os.environ if environ is None else environ
     if not env.get("DATABASE_URL", "").strip():
@@ -156,7 +157,6 @@ def main(argv: list[str]) -> int:
                              "(a .md file gets a ```mermaid fence)")
     args = parser.parse_args(argv)
 
-    from backend import MIGRATIONS_DIR
 
     scripts = ScriptDirectory(str(MIGRATIONS_DIR))
     nodes = history_nodes(scripts)

@@ -55,6 +55,10 @@ from alembic.runtime.migration import MigrationStep
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError, to_tuple
 
+from backend import create_app
+from backend.config import Config, ConfigError, parse_database_url
+from backend.logs import mask_secrets
+
 if TYPE_CHECKING:
     from alembic.script import Script
     from flask import Flask
@@ -170,7 +174,6 @@ def strip_bookkeeping(sql: str) -> str:
 
 def _describe(exc: BaseException) -> str:
     """An exception as one printable line, with any password masked."""
-    from backend.logs import mask_secrets
 
     lines = str(exc).strip().splitlines()
     text = lines[0] if lines else ""
@@ -292,8 +295,6 @@ def lint_revisions(config: AlembicConfig, scripts: ScriptDirectory,
 
 def offline_app() -> Flask:
     """The app, for its migration settings; DATABASE_URL only picks the dialect here."""
-    from backend import create_app
-    from backend.config import Config, parse_database_url
 
     raw = os.environ.get("DATABASE_URL", "").strip() or PLACEHOLDER_URL
     app = create_app(Config(database_url=parse_database_url(raw)))
@@ -354,7 +355,6 @@ def run(args: argparse.Namespace) -> tuple[Path, list[Revision], list[Finding]]:
 def main(argv: Sequence[str]) -> int:
     """Exit status for CI: 1 on findings unless --warn-only, 2 when the lint cannot run."""
     args = parse_args(argv)
-    from backend.config import ConfigError
 
     try:
         root, revisions, findings = run(args)

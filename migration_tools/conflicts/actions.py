@@ -10,11 +10,14 @@ from pathlib import Path
 
 from alembic import command
 from alembic.script import ScriptDirectory
-from alembic.util import to_tuple
+from alembic.util import CommandError, to_tuple
 from flask import Flask
 
+from backend.extensions import db
 from backend.migrate import LifecycleError
-from backend.migrate.revisions import label
+from backend.migrate.database import describe_error
+from backend.migrate.revisions import current_revisions, forget_scripts, label
+from backend.migrate.upgrade import upgrade_to_head
 from migration_tools.conflicts import PROG, ResolveFailed
 from migration_tools.conflicts.plan import (
     CREATE_DATE,
@@ -38,9 +41,6 @@ def _applied(scripts: ScriptDirectory, current: Iterable[str]) -> set[str]:
 
 
 def database_at(app: Flask) -> list[str]:
-    from backend.extensions import db
-    from backend.migrate.database import describe_error
-    from backend.migrate.revisions import current_revisions
 
     with app.app_context():
         try:
@@ -51,7 +51,6 @@ def database_at(app: Flask) -> list[str]:
 
 
 def check_known(scripts: ScriptDirectory, current: list[str]) -> None:
-    from alembic.util import CommandError
 
     unknown = []
     for rev in current:
@@ -66,8 +65,6 @@ def check_known(scripts: ScriptDirectory, current: list[str]) -> None:
 
 def _upgrade(app: Flask, changed: str) -> list[str]:
     """``flask db upgrade`` as the entrypoint runs it; say where the database ends up."""
-    from backend.migrate.revisions import forget_scripts
-    from backend.migrate.upgrade import upgrade_to_head
 
     say("flask db upgrade")
     forget_scripts()  # the files just changed: parse them again
@@ -156,7 +153,6 @@ def run_rebase(app: Flask, scripts: ScriptDirectory, plan: RebasePlan,
                 raise ResolveFailed(f"rolling back {label(rolled_back)}: {exc}; "
                                     "no file was changed") from None
             except Exception as exc:
-                from backend.migrate.database import describe_error
 
                 raise ResolveFailed(
                     f"rolling back {label(rolled_back)} failed: {describe_error(exc)}; the "

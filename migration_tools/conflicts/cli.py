@@ -9,6 +9,10 @@ import sys
 
 from alembic.script import ScriptDirectory
 
+from backend import MIGRATIONS_DIR, create_app
+from backend.config import Config, ConfigError, parse_database_url
+from backend.extensions import db
+from backend.logs import configure_logging
 from backend.migrate import LifecycleError
 from backend.migrate.revisions import label
 from migration_tools.command_line import progress
@@ -16,6 +20,7 @@ from migration_tools.conflicts import DEFAULT_MERGE_MESSAGE, PROG, SCRIPT, Resol
 from migration_tools.conflicts.actions import check_known, database_at, run_merge, run_rebase, say
 from migration_tools.conflicts.hosts import check_local
 from migration_tools.conflicts.plan import head_scripts, overview, plan_rebase
+from migration_tools.embedded import database_url_or_embedded
 
 # --------------------------------------------------------------------------- the command
 
@@ -41,9 +46,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def resolve(action: str, message: str, keep: str | None, force: bool) -> None:
     """Refuse what cannot or must not be done, then run ``action`` against the database."""
-    from backend import MIGRATIONS_DIR, create_app
-    from backend.config import Config, parse_database_url
-    from migration_tools.embedded import database_url_or_embedded
 
     scripts = ScriptDirectory(str(MIGRATIONS_DIR))
     heads = head_scripts(scripts)
@@ -69,7 +71,6 @@ def resolve(action: str, message: str, keep: str | None, force: bool) -> None:
             else:
                 run_merge(app, message)
         finally:
-            from backend.extensions import db
 
             with app.app_context():
                 db.engine.dispose()
@@ -81,13 +82,10 @@ def main(argv: list[str]) -> int:
     """Exit 0 when resolved, or when asked only to show the heads and the ways out (no
     action); 1 on a refusal or a failed step (one line on stderr saying which, and where
     things stand); 2 on a usage error."""
-    from backend.config import ConfigError
-    from backend.logs import configure_logging
 
     args = _parser().parse_args(argv)
     configure_logging()
     if args.action is None:
-        from backend import MIGRATIONS_DIR
 
         print(overview(ScriptDirectory(str(MIGRATIONS_DIR))), file=sys.stderr)
         return 0

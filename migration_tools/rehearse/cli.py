@@ -17,6 +17,7 @@ import psycopg2
 import psycopg2.extensions
 
 from backend.config import ConfigError, log_format_from, parse_database_url
+from backend.logs import configure_logging
 from backend.migrate import LifecycleError
 from migration_tools.command_line import caller_path
 from migration_tools.rehearse import progress
@@ -114,7 +115,6 @@ def write_outputs(result: Rehearsal, args: argparse.Namespace, stdout: Any) -> N
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``scripts/rehearse.sh``: 0 passed, 1 found a problem, 2 could not run, 128+N signal."""
-    from backend.logs import configure_logging
 
     options, args = parse_args(argv)
     configure_logging(log_format_from())

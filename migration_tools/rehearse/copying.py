@@ -12,6 +12,8 @@ from sqlalchemy.engine import URL
 
 from backend.config import mask_url
 from backend.migrate import LifecycleError
+from backend.migrate.backup import current_revision, take_backup
+from backend.migrate.pgtools import find_pg_tool, libpq_connection, server_version_num, tool_error
 from migration_tools.rehearse import progress, size_text
 from migration_tools.rehearse.findings import Options, Rehearsal
 from migration_tools.rehearse.guard import SignalGuard
@@ -48,7 +50,6 @@ def scratch_database(admin: URL, prefix: str, result: Rehearsal,
 
 def copy_into(options: Options, scratch: URL, workdir: Path) -> None:
     """Fill the scratch database from the source: a fresh dump of it, or the given one."""
-    from backend.migrate.backup import current_revision, take_backup
 
     dump = options.from_dump
     if options.from_url is not None:
@@ -76,12 +77,6 @@ def restore_into(scratch: URL, dump: Path, jobs: int) -> None:
     whose GRANTs name roles this server lacks restore all the same: privileges change
     neither the locks nor the time a revision takes.
     """
-    from backend.migrate.pgtools import (
-        find_pg_tool,
-        libpq_connection,
-        server_version_num,
-        tool_error,
-    )
 
     pg_restore = find_pg_tool("pg_restore", server_version_num(scratch))
     conninfo, env, password = libpq_connection(scratch)

@@ -13,6 +13,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
+from sqlalchemy import event
 from sqlalchemy.engine import URL
 
 from backend.migrate.revisions import read_state_with_cursor
@@ -108,7 +109,6 @@ class Observer:
 
     def watch(self, engine: Any) -> None:
         """Learn the migration connection's backend pid; record locks at each commit."""
-        from sqlalchemy import event
 
         event.listen(engine, "connect", self._on_connect)
         event.listen(engine, "commit", self._on_commit)

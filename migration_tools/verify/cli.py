@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -15,8 +16,10 @@ from sqlalchemy.engine import URL
 
 from backend import MIGRATIONS_DIR
 from backend.config import ConfigError, log_format_from, mask_url, parse_database_url
+from backend.logs import configure_logging
 from backend.migrate import LifecycleError
 from migration_tools import command_line, scratch
+from migration_tools.embedded import embedded_database_url
 from migration_tools.verify import PROG, SCRATCH_PREFIX, Report, RevisionResult, verify
 
 
@@ -75,9 +78,7 @@ def _target(args: argparse.Namespace) -> tuple[str, str]:
 
 def _quiet(verbose: bool) -> None:
     """Our lines say what happens; Alembic's and the app's log lines only with -v."""
-    import logging
 
-    from backend.logs import configure_logging
 
     configure_logging(log_format_from())
     for name in ("backend", "alembic", "flask_migrate"):
@@ -107,7 +108,6 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
         else:
             with contextlib.ExitStack() as stack:
                 if kind == "embedded":
-                    from migration_tools.embedded import embedded_database_url
 
                     progress("no --url, --server-url or DATABASE_URL: using the embedded "
                              "development PostgreSQL")
