@@ -16,9 +16,9 @@ say() {
     local level="$1"; shift
     if [ "${LOG_FORMAT:-text}" = "json" ]; then
         printf '{"time": "%s", "level": "%s", "logger": "entrypoint", "message": "%s"}\n' \
-            "$(date -u +%Y-%m-%dT%H:%M:%S.000Z)" "$level" "$*" >&2
+            "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" "$level" "$*" >&2
     else
-        printf '%s %s entrypoint: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%S.000Z)" \
+        printf '%s %s entrypoint: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" \
             "${level^^}" "$*" >&2
     fi
 }

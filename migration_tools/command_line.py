@@ -38,5 +38,9 @@ def caller_path(path: str | Path) -> Path:
 
 
 def on_caller_path(command: str) -> bool:
-    """Whether ``command`` runs as typed in the user's own shell."""
-    return shutil.which(command, path=os.environ.get("CALLER_PATH")) is not None
+    """Whether ``command`` typed in the user's own shell runs ours: the one installed
+    beside this Python (the project's venv, or the image's), not another on their PATH
+    (a global Flask without this project's packages, a pyenv shim)."""
+    found = shutil.which(command, path=os.environ.get("CALLER_PATH"))
+    ours = Path(sys.executable).parent / command
+    return found is not None and Path(found).resolve() == ours.resolve()

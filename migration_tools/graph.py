@@ -23,12 +23,14 @@ from pathlib import Path
 from alembic.script import ScriptDirectory
 from alembic.util import to_tuple
 from sqlalchemy import create_engine
+from sqlalchemy.engine import URL
 
 from backend import MIGRATIONS_DIR
 from backend.config import ConfigError, mask_url, parse_database_url
 from backend.migrate.database import describe_error
 from backend.migrate.revisions import current_revisions
 from migration_tools.command_line import progress
+from migration_tools.embedded import DATA_DIR, embedded_database_url
 
 USAGE = "usage: scripts/migration_graph.sh [--output FILE]"
 PROG = "migration_graph"
@@ -124,23 +126,33 @@ def render_mermaid(nodes: list[Node], current: Iterable[str] = ()) -> str:
 def database_revisions(environ: dict[str, str] | None = None) -> tuple[list[str] | None, str]:
     """The database's current revisions, or ``None`` and the reason they are unknown.
 
-    Never raises and never starts a server: the graph is useful without a database, so any
-    failure becomes a note for stderr instead of an error.
+    ``DATABASE_URL``, else the embedded development database when this checkout has one
+    (started for the moment if ``make run`` is not running), like every development
+    command. Never raises: the graph is useful without a database, so any failure becomes
+    a note for stderr instead of an error.
     """
-
-
     env = os.environ if environ is None else environ
-    if not env.get("DATABASE_URL", "").strip():
-        return None, "DATABASE_URL is not set"
+    if env.get("DATABASE_URL", "").strip():
+        try:
+            return _revisions_at(parse_database_url(env["DATABASE_URL"]))
+        except ConfigError as exc:
+            return None, str(exc)
+    if not DATA_DIR.is_dir():
+        return None, "DATABASE_URL is not set and there is no embedded development database"
     try:
-        url = parse_database_url(env["DATABASE_URL"])
-    except ConfigError as exc:
-        return None, str(exc)
+        with embedded_database_url() as raw:
+            current, detail = _revisions_at(parse_database_url(raw))
+    except (SystemExit, Exception) as exc:  # not installed, or it would not start
+        return None, f"the embedded development database did not start: {exc}"
+    return current, detail if current is None else "the embedded development database"
+
+
+def _revisions_at(url: URL) -> tuple[list[str] | None, str]:
     engine = create_engine(url, connect_args={"connect_timeout": 5,
                                               "application_name": "migration_graph"})
     try:
         with engine.connect() as connection:
-            return current_revisions(connection), mask_url(url)
+            return current_revisions(connection), f"the database {mask_url(url)}"
     except Exception as exc:  # any failure only costs the marker
         return None, f"cannot reach the database {mask_url(url)}: {describe_error(exc)}"
     finally:
@@ -171,7 +183,7 @@ def main(argv: list[str]) -> int:
     else:
         unknown = [rev for rev in current if rev not in {n.revision for n in nodes}]
         shown = ", ".join(current) or "base (no revision applied)"
-        progress(PROG, f"database {detail} is at {shown}")
+        progress(PROG, f"{detail} is at {shown}")
         if unknown:
             progress(PROG, f"the database is at {', '.join(unknown)}, which these revision "
                            "files do not contain: the code is older than the database")

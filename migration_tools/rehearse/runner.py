@@ -7,7 +7,9 @@ import dataclasses
 import io
 import logging
 import os
+import re
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,7 +27,7 @@ from backend.extensions import db
 from backend.logs import mask_secrets
 from backend.migrate import LifecycleError, checksums
 from backend.migrate.database import describe_error
-from backend.migrate.pgtools import server_major, server_version_num, show_major
+from backend.migrate.pgtools import find_pg_tool, server_major, server_version_num, show_major
 from backend.migrate.revisions import (
     find_revision,
     heads_reason,
@@ -331,14 +333,13 @@ class Runner:
                               f"they differ, autogenerate would write: {diff}")
 
 
-def refuse_an_older_target(source: URL, target: URL) -> None:
+def refuse_an_older_target(source_major: int | None, target: URL) -> None:
     """A dump restores into its own major version or a newer one, never an older one;
     tried anyway, it fails late and cryptically ("unsupported version (1.16) in file
-    header", or an unknown setting such as ``transaction_timeout``). Say so before copying."""
-
-    source_major = server_major(server_version_num(source))
+    header", or an unknown setting such as ``transaction_timeout``). Say so before copying.
+    ``source_major`` None: not known (a dump no installed pg_restore can read), not checked."""
     target_major = server_major(server_version_num(target))
-    if target_major < source_major:
+    if source_major is not None and target_major < source_major:
         raise LifecycleError(
             f"the target server runs PostgreSQL {show_major(target_major)}, older than the "
             f"source's {show_major(source_major)}: a copy restores only into the same major "
@@ -346,10 +347,26 @@ def refuse_an_older_target(source: URL, target: URL) -> None:
             f"{show_major(source_major)} or newer")
 
 
+def dump_source_major(dump: Path) -> int | None:
+    """The major version of the server a ``pg_dump -Fc`` file was taken from, from its
+    table of contents ("Dumped from database version: 18.4"); None when it cannot be read."""
+    try:
+        listed = subprocess.run([find_pg_tool("pg_restore"), "--list", str(dump)],
+                                capture_output=True, text=True, timeout=60)
+    except (LifecycleError, OSError, subprocess.TimeoutExpired):
+        return None
+    found = re.search(r"Dumped from database version: (\d+)(?:\.(\d+))?", listed.stdout)
+    if found is None:
+        return None
+    major, minor = int(found.group(1)), int(found.group(2) or 0)
+    return major if major >= 10 else major * 100 + minor
+
+
 def rehearse(options: Options, guard: SignalGuard) -> Rehearsal:
     """Copy, run, measure; the scratch database and the temporary dump are gone after."""
-    if options.from_url is not None:
-        refuse_an_older_target(options.from_url, options.target_url)
+    refuse_an_older_target(
+        server_major(server_version_num(options.from_url)) if options.from_url is not None
+        else dump_source_major(options.from_dump), options.target_url)
     source = mask_url(options.from_url) if options.from_url is not None \
         else str(options.from_dump)
     result = Rehearsal(source=source, server=mask_url(options.target_url.set(database="")))

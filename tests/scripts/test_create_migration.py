@@ -158,12 +158,21 @@ def test_brings_the_embedded_development_database_to_head_first(repo):
     assert len(versions(repo) - before) == 1
 
 
-def test_the_command_it_suggests_works_in_a_shell_without_the_venv(repo, head_db):
-    # Arrange: a checkout with its .venv, behind head, and a shell whose PATH has no flask.
+@pytest.mark.parametrize("other_flask", [False, True], ids=["no flask", "another flask"])
+def test_the_command_it_suggests_works_in_a_shell_without_the_venv(repo, head_db, tmp_path,
+                                                                    other_flask):
+    # Arrange: a checkout with its .venv, behind head, and a shell whose PATH has no flask,
+    # or another one (a global install, a pyenv shim) that knows nothing of this project.
     (repo / ".venv").symlink_to(Path(VENV_BIN).parent)
     run_flask(["db", "downgrade"], head_db, cwd=repo)
     add_notes_column(repo)
-    env = child_env(head_db, PATH="/usr/bin:/bin")
+    path = "/usr/bin:/bin"
+    if other_flask:
+        (tmp_path / "bin").mkdir()
+        (tmp_path / "bin/flask").write_text("#!/bin/sh\necho 'not this project' >&2; exit 2\n")
+        (tmp_path / "bin/flask").chmod(0o755)
+        path = f"{tmp_path / 'bin'}:{path}"
+    env = child_env(head_db, PATH=path)
     script = str(repo / "scripts/create_migration.sh")
 
     # Act

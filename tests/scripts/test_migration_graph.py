@@ -163,3 +163,19 @@ def test_labels_escape_quotes_and_markup():
     chart = render_mermaid([node])
 
     assert 'rev_abc123["abc123 (head)<br/>say #quot;hi#quot; #lt;b#gt;now#lt;/b#gt;"]' in chart
+
+
+def test_without_database_url_it_marks_the_embedded_databases_revision(repo):
+    # Arrange: the checkout's embedded development database, two revisions below head.
+    below = revisions()[-3]
+    migrated = subprocess.run(["flask", "db", "upgrade", below], cwd=repo, env=child_env(None),
+                              capture_output=True, text=True, timeout=120)
+    assert migrated.returncode == 0, migrated.stderr
+
+    # Act: no DATABASE_URL, as for every development command.
+    proc = graph(repo)
+
+    # Assert
+    assert proc.returncode == 0, proc.stderr
+    assert classed(proc.stdout, "current") == [below]
+    assert f"the embedded development database is at {below}" in proc.stderr

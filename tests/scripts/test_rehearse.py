@@ -351,14 +351,18 @@ def test_lock_modes_compare_in_postgresql_order():
     assert strongest({"ExclusiveLock", "AccessExclusiveLock"}) == "AccessExclusiveLock"
 
 
-def test_a_target_older_than_the_source_is_refused_before_copying(tmp_path):
-    # Arrange: a source on PostgreSQL 18 and a target on 16, both of this test's own.
+@pytest.mark.parametrize("given", ["--from-url", "--from-dump"])
+def test_a_target_older_than_the_source_is_refused_before_copying(tmp_path, given):
+    # Arrange: a source on PostgreSQL 18 (or a dump of it) and a target on 16.
     source = PrivateServer(tmp_path / "pg18", major=18)
     target = PrivateServer(tmp_path / "pg16", major=16)
     try:
+        source_arg = url_text(source.url)
+        if given == "--from-dump":
+            source_arg = str(take_backup(source.url, tmp_path / "dumps", None, None))
         # Act
-        proc = rehearse("--from-url", url_text(source.url), "--target-url",
-                        url_text(target.url), "--prefix", "rt_old")
+        proc = rehearse(given, source_arg, "--target-url", url_text(target.url),
+                        "--prefix", "rt_old")
         created = execute_sql(target.url, "SELECT count(*) FROM pg_database "
                                           "WHERE datname LIKE 'rt_old%'")
     finally:
