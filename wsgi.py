@@ -4,8 +4,6 @@ A developer's ``flask ...`` with ``DATABASE_URL`` unset works on the embedded de
 database, like the scripts; gunicorn never does (the entrypoint refuses an unset
 ``DATABASE_URL`` before it starts, and the image has no embedded server)."""
 
-import os
-
 import click
 from flask.cli import ScriptInfo
 
@@ -14,12 +12,12 @@ from backend.config import Config, ConfigError
 
 
 def _development_config() -> Config | None:
-    """Under a developer's ``flask`` command, with DATABASE_URL unset: the embedded
-    development database (migration_tools is in a checkout, not in the production image)."""
+    """The settings of a developer's ``flask`` command: DATABASE_URL, or when it is unset
+    the embedded development database. Imported here, not at the top: migration_tools is
+    in a checkout, not in the production image, where this is None and Config reads the
+    environment as usual."""
     context = click.get_current_context(silent=True)
     if context is None or context.find_object(ScriptInfo) is None:
-        return None
-    if os.environ.get("DATABASE_URL", "").strip():
         return None
     try:
         from migration_tools.embedded import config_for_flask_command

@@ -35,7 +35,6 @@ def accept_edits() -> None:
     Run it after reviewing why an applied revision's file changed (a comment, a fix that
     matches what the database already has); the next start then accepts them.
     """
-
     settings = current_app.config["SERVICE_CONFIG"]
     scripts = ScriptDirectory(current_app.extensions["migrate"].directory)
     try:

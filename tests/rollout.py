@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support import (
+    ClientThreads,
     copy_repository,
     execute_sql,
     free_port,
@@ -198,22 +199,20 @@ def roll(fleet: Fleet, old: Path, new: Path, steady: float = 1.0) -> Rollout:
     return Rollout(start, end, to_ready, codes, readyz)
 
 
-class Traffic:
+class Traffic(ClientThreads):
     """Clients sending a read/write mix through the fleet; every outcome kept with its time."""
 
     def __init__(self, fleet: Fleet, project_id: int, clients: int) -> None:
         self.fleet, self.project_id = fleet, project_id
         self.outcomes: list[tuple[float, str, float]] = []  # (when, outcome, seconds)
-        self._done = threading.Event()
-        self._threads = [threading.Thread(target=self._client, daemon=True)
-                         for _ in range(clients)]
+        super().__init__(clients)
 
-    def _client(self) -> None:
+    def client(self) -> None:
         plan = [("POST", "/api/tasks", {"project_id": self.project_id, "title": "deploy"}),
                 ("GET", f"/api/tasks?project_id={self.project_id}&per_page=20", None),
                 ("GET", "/api/tasks/1", None)]
         for method, path, body in itertools.cycle(plan):
-            if self._done.is_set():
+            if self.done.is_set():
                 return
             replica, started = self.fleet.pick(), time.monotonic()
             if replica is None:
@@ -229,13 +228,3 @@ class Traffic:
 
     def failures(self) -> list[str]:
         return [outcome for _, outcome, _ in self.outcomes if outcome != "ok"]
-
-    def __enter__(self) -> Traffic:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_) -> None:
-        self._done.set()
-        for thread in self._threads:
-            thread.join(timeout=60)

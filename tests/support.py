@@ -222,6 +222,29 @@ def write_revision(repo: Path, rev: str, parent: str | tuple[str, ...] | None, m
     return path
 
 
+class ClientThreads:
+    """``clients`` threads each running ``self.client()`` beside a test, until its ``with``
+    block ends and ``self.done`` is set: the load a test's actions happen under."""
+
+    def __init__(self, clients: int) -> None:
+        self.done = threading.Event()
+        self._threads = [threading.Thread(target=self.client, daemon=True)
+                         for _ in range(clients)]
+
+    def client(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.done.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+
 def execute_sql(url: URL, statement: str, params=None) -> list[tuple]:
     """Run one statement in autocommit mode and return its rows (empty for none)."""
     conn = psycopg2.connect(**connect_kwargs(url))

@@ -5,7 +5,6 @@ recovery without a restart. The server here is the module's own, paused and stop
 from __future__ import annotations
 
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import pytest
 from tests.conftest import run_flask
 from tests.support import (
     ROOT,
+    ClientThreads,
     PrivateServer,
     free_port,
     request,
@@ -49,15 +49,14 @@ def service(server, tmp_path):
     stop(proc)
 
 
-class Load:
+class Load(ClientThreads):
     """CLIENTS clients reading and writing in a loop; every answer kept as (status, body)."""
 
     def __init__(self, port: int) -> None:
-        self.port, self.answers, self.done = port, [], threading.Event()
-        self.threads = [threading.Thread(target=self._client, daemon=True)
-                        for _ in range(CLIENTS)]
+        self.port, self.answers = port, []
+        super().__init__(CLIENTS)
 
-    def _client(self) -> None:
+    def client(self) -> None:
         while not self.done.is_set():
             body = {"email": f"{uuid.uuid4().hex}@example.com", "name": "load"}
             for method, path, payload in (("POST", "/api/users", body),
@@ -66,16 +65,6 @@ class Load:
                     self.answers.append(request(self.port, method, path, payload, timeout=30))
                 except OSError as exc:
                     self.answers.append((0, str(exc)))
-
-    def __enter__(self) -> Load:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_) -> None:
-        self.done.set()
-        for thread in self.threads:
-            thread.join(timeout=30)
 
 
 def healthz_latencies(port: int, seconds: float) -> list[tuple[float, int, float]]:
