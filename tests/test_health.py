@@ -105,3 +105,53 @@ def test_a_running_server_sees_a_revision_added_and_applied_since_it_started(tmp
     assert pending["pending"] == ["beef00000001"]
     assert applied.status_code == 200
     assert applied.get_json()["current"] == ["beef00000001"]
+
+
+def test_probes_queued_behind_a_read_share_the_next_one_and_never_an_older_one(
+        app, head_db, monkeypatch):
+    # Arrange: count the readiness statements (the database stays real), and hold a lock
+    # that makes the next one wait in the database.
+    import threading
+    import time
+
+    import psycopg2
+
+    from backend import health
+    from backend.migrate.database import connect_kwargs
+
+    assert app.test_client().get("/readyz").status_code == 200
+    statements = []
+    real_query = health._reader._query
+    monkeypatch.setattr(health._reader, "_query",
+                        lambda url: statements.append(url) or real_query(url))
+    blocker = psycopg2.connect(**connect_kwargs(head_db))
+    blocker.cursor().execute("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE")
+    answers = []
+
+    def probe() -> None:
+        answers.append(app.test_client().get("/readyz").status_code)
+
+    # Act: one probe waits in the database; three more arrive behind it; the lock goes.
+    first = threading.Thread(target=probe)
+    first.start()
+    deadline = time.monotonic() + 5
+    while not execute_sql(head_db, "SELECT 1 FROM pg_stat_activity WHERE application_name = "
+                                   "'backend-readyz' AND wait_event_type = 'Lock'"):
+        assert time.monotonic() < deadline, "the first probe never reached the database"
+        time.sleep(0.02)
+    queued = [threading.Thread(target=probe) for _ in range(3)]
+    for thread in queued:
+        thread.start()
+    time.sleep(0.5)  # they are waiting for the first probe's read to end
+    blocker.rollback()
+    blocker.close()
+    for thread in [first, *queued]:
+        thread.join(timeout=10)
+    shared = len(statements)
+    probe()  # arrives after every read so far has ended
+
+    # Assert: the first read began before the three arrived, so they could not use it;
+    # they shared one read of their own; a later probe got a read of its own.
+    assert answers == [200] * 5
+    assert shared == 2
+    assert len(statements) == 3
