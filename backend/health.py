@@ -59,17 +59,22 @@ class _StateReader:
         self.conn = None
         self.cur = None
         self.prepared = False
-        self.last: tuple[float, State] | None = None  # the last read: when it began, rows
+        self.url: URL | None = None  # the database the connection is to
+        self.last: tuple[float, URL, State] | None = None  # the last read: began, where, rows
 
     def _connect(self, url: URL) -> None:
+        if self.conn is not None and not self.conn.closed and self.pid == os.getpid():
+            self.conn.close()  # to another database (never a connection inherited at fork)
         kwargs = connect_kwargs(url)
         kwargs.update(connect_timeout=3, application_name="backend-readyz")
         self.conn = psycopg2.connect(**kwargs)
         self.conn.autocommit = True
         self.cur, self.pid, self.prepared = self.conn.cursor(), os.getpid(), False
+        self.url = url
 
     def _query(self, url: URL) -> list[tuple]:
-        if self.conn is None or self.pid != os.getpid() or self.conn.closed:
+        if (self.conn is None or self.pid != os.getpid() or self.conn.closed
+                or url != self.url):
             self._connect(url)
         cur = self.cur
         try:
@@ -95,11 +100,11 @@ class _StateReader:
             # Probes that queued behind a read which began after they arrived take its rows:
             # the answer is still one the database gave after the probe came in, and a burst
             # of probes costs one statement instead of one each.
-            if self.last is not None and self.last[0] >= asked:
-                return self.last[1]
+            if self.last is not None and self.last[0] > asked and self.last[1] == url:
+                return self.last[2]
             began, self.last = time.monotonic(), None
             rows = self._read_once(url)
-            self.last = (began, rows)
+            self.last = (began, url, rows)
             return rows
         finally:
             self.lock.release()

@@ -1,7 +1,13 @@
 """/healthz and /readyz, as the interface promises them."""
 
-from backend import create_app
+import threading
+import time
+
+import psycopg2
+
+from backend import create_app, health
 from backend.config import Config
+from backend.migrate.database import connect_kwargs
 from tests.conftest import execute_sql, run_flask
 from tests.support import revisions
 
@@ -109,49 +115,70 @@ def test_a_running_server_sees_a_revision_added_and_applied_since_it_started(tmp
 
 def test_probes_queued_behind_a_read_share_the_next_one_and_never_an_older_one(
         app, head_db, monkeypatch):
-    # Arrange: count the readiness statements (the database stays real), and hold a lock
-    # that makes the next one wait in the database.
-    import threading
-    import time
-
-    import psycopg2
-
-    from backend import health
-    from backend.migrate.database import connect_kwargs
-
+    # Arrange: count the readiness statements and the probes at the reader's lock (the
+    # database stays real), and hold a lock that makes the next read wait in the database.
     assert app.test_client().get("/readyz").status_code == 200
-    statements = []
-    real_query = health._reader._query
-    monkeypatch.setattr(health._reader, "_query",
-                        lambda url: statements.append(url) or real_query(url))
-    blocker = psycopg2.connect(**connect_kwargs(head_db))
-    blocker.cursor().execute("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE")
+    reader = health._reader
+    statements, arrivals = [], []
+    real_query, real_lock = reader._query, reader.lock
+
+    class CountingLock:
+        def acquire(self, timeout: float = -1) -> bool:
+            arrivals.append(time.monotonic())
+            return real_lock.acquire(timeout=timeout)
+
+        def release(self) -> None:
+            real_lock.release()
+
+    monkeypatch.setattr(reader, "_query", lambda url: statements.append(url) or real_query(url))
+    monkeypatch.setattr(reader, "lock", CountingLock())
     answers = []
 
     def probe() -> None:
         answers.append(app.test_client().get("/readyz").status_code)
 
-    # Act: one probe waits in the database; three more arrive behind it; the lock goes.
-    first = threading.Thread(target=probe)
-    first.start()
-    deadline = time.monotonic() + 5
-    while not execute_sql(head_db, "SELECT 1 FROM pg_stat_activity WHERE application_name = "
-                                   "'backend-readyz' AND wait_event_type = 'Lock'"):
-        assert time.monotonic() < deadline, "the first probe never reached the database"
-        time.sleep(0.02)
-    queued = [threading.Thread(target=probe) for _ in range(3)]
-    for thread in queued:
-        thread.start()
-    time.sleep(0.5)  # they are waiting for the first probe's read to end
-    blocker.rollback()
-    blocker.close()
-    for thread in [first, *queued]:
-        thread.join(timeout=10)
+    def wait_until(condition, what: str) -> None:
+        deadline = time.monotonic() + 5
+        while not condition():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.01)
+
+    blocker = psycopg2.connect(**connect_kwargs(head_db))
+    threads = [threading.Thread(target=probe) for _ in range(4)]
+    try:
+        blocker.cursor().execute("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE")
+
+        # Act: one probe waits in the database; three more arrive behind it; the lock goes.
+        threads[0].start()
+        wait_until(lambda: execute_sql(
+            head_db, "SELECT 1 FROM pg_stat_activity WHERE application_name = "
+                     "'backend-readyz' AND wait_event_type = 'Lock' AND datname = %s",
+            (head_db.database,)), "the first probe never reached the database")
+        for thread in threads[1:]:
+            thread.start()
+        wait_until(lambda: len(arrivals) == 4, "the three probes never reached the reader")
+    finally:
+        blocker.close()  # ends its transaction: the first read goes on
+        for thread in threads:
+            if thread.ident is not None:  # started
+                thread.join(timeout=10)
     shared = len(statements)
     probe()  # arrives after every read so far has ended
 
     # Assert: the first read began before the three arrived, so they could not use it;
     # they shared one read of their own; a later probe got a read of its own.
+    assert not any(thread.is_alive() for thread in threads)
     assert answers == [200] * 5
     assert shared == 2
     assert len(statements) == 3
+
+
+def test_two_apps_in_one_process_each_read_their_own_database(app, empty_db):
+    # Arrange: a second app, on a database never migrated, beside one at head.
+    other = create_app(Config(database_url=empty_db))
+
+    # Act: probes alternate between them (they share the process's readiness reader).
+    answers = [a.test_client().get("/readyz").status_code for a in (app, other, app, other)]
+
+    # Assert
+    assert answers == [200, 503, 200, 503]
