@@ -60,7 +60,8 @@ class _StateReader:
         self.cur = None
         self.prepared = False
         self.url: URL | None = None  # the database the connection is to
-        self.last: tuple[float, URL, State] | None = None  # the last read: began, where, rows
+        # The last read on that connection: when it began, and its rows.
+        self.last: tuple[float, State] | None = None
 
     def _connect(self, url: URL) -> None:
         if self.conn is not None and not self.conn.closed and self.pid == os.getpid():
@@ -100,11 +101,11 @@ class _StateReader:
             # Probes that queued behind a read which began after they arrived take its rows:
             # the answer is still one the database gave after the probe came in, and a burst
             # of probes costs one statement instead of one each.
-            if self.last is not None and self.last[0] > asked and self.last[1] == url:
-                return self.last[2]
+            if self.last is not None and self.last[0] > asked and url == self.url:
+                return self.last[1]
             began, self.last = time.monotonic(), None
             rows = self._read_once(url)
-            self.last = (began, url, rows)
+            self.last = (began, rows)
             return rows
         finally:
             self.lock.release()
