@@ -4,7 +4,8 @@ import os
 import sys
 
 from backend.config import Config, ConfigError
-from backend.migrate.prestart import prepare_to_serve, prepare_worker
+from backend.migrate.prestart import prepare_to_serve
+from backend.serving.worker import prepare_worker
 
 # A malformed setting is one line and exit 2, before anything loads or migrates.
 try:
@@ -18,7 +19,7 @@ workers = settings.web_concurrency
 # Threads, not one request per process: a request waiting on a slow or hung database holds
 # one thread, and /healthz (which touches no database) still finds a free one. The
 # README's "Serving under load and faults" gives the measurements behind the choice.
-worker_class = "backend.worker.GracefulThreadWorker"
+worker_class = "backend.serving.worker.GracefulThreadWorker"
 threads = settings.threads
 # Load the app once in the master: workers fork with the imports done, so start-up
 # costs one import of the app instead of one per worker.

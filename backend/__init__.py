@@ -25,13 +25,13 @@ class AsciiIntConverter(IntegerConverter):
 
 def create_app(config: Config | None = None) -> Flask:
     """Build the app. Settings come from the environment unless a ``Config`` is given."""
-    from backend import models, outage  # noqa: F401  (models registers every table)
-    from backend.api import api
+    from backend import application
     from backend.cli import migrations_cli
-    from backend.engine import engine_options, forbid_inherited_connections
     from backend.extensions import db, migrate
-    from backend.health import health
     from backend.logs import configure_logging
+    from backend.serving import outage
+    from backend.serving.engine import engine_options, forbid_inherited_connections
+    from backend.serving.health import health
 
     config = config or Config.from_env()
     configure_logging(config.log_format)
@@ -54,6 +54,6 @@ def create_app(config: Config | None = None) -> Flask:
         compare_type=True, compare_server_default=True, render_as_batch=False,
     )
     app.register_blueprint(health)
-    app.register_blueprint(api)
+    application.init_app(app)
     app.cli.add_command(migrations_cli)
     return app

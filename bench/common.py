@@ -30,7 +30,7 @@ import psycopg2
 from sqlalchemy.engine import URL
 
 from backend.config import parse_database_url
-from backend.migrate.database import connect_kwargs
+from backend.postgres import connect_kwargs
 from migration_tools import scratch
 from tests.support import execute_sql as sql  # one statement, autocommit, its rows
 

@@ -22,9 +22,9 @@ from backend.config import Config, ConfigError
 from backend.extensions import db
 from backend.logs import configure_logging
 from backend.migrate import LifecycleError
-from backend.migrate.database import describe_error
 from backend.migrate.revisions import ahead_note, schema_status
 from backend.migrate.upgrade import upgrade_to_head
+from backend.postgres import describe_error
 from migration_tools.command_line import on_caller_path
 from migration_tools.embedded import database_url_or_embedded
 

@@ -27,8 +27,8 @@ from sqlalchemy.engine import URL
 
 from backend import MIGRATIONS_DIR
 from backend.config import ConfigError, mask_url, parse_database_url
-from backend.migrate.database import describe_error
 from backend.migrate.revisions import current_revisions
+from backend.postgres import describe_error
 from migration_tools.command_line import progress
 from migration_tools.embedded import DATA_DIR, embedded_database_url
 

@@ -57,7 +57,7 @@ from alembic.util import CommandError, to_tuple
 
 from backend import create_app
 from backend.config import Config, ConfigError, parse_database_url
-from backend.logs import mask_secrets
+from backend.postgres import describe_error
 
 if TYPE_CHECKING:
     from alembic.script import Script
@@ -172,14 +172,6 @@ def strip_bookkeeping(sql: str) -> str:
     return _BOOKKEEPING.sub("", sql)
 
 
-def _describe(exc: BaseException) -> str:
-    """An exception as one printable line, with any password masked."""
-
-    lines = str(exc).strip().splitlines()
-    text = lines[0] if lines else ""
-    return mask_secrets(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
-
-
 # --- per-file ignores ------------------------------------------------------------------
 
 
@@ -280,7 +272,7 @@ def lint_revisions(config: AlembicConfig, scripts: ScriptDirectory,
             rendered[revision] = strip_bookkeeping(render_upgrade(config, scripts, revision))
         except Exception as exc:  # any error in the revision's own code is its finding
             failures[revision] = Finding(revision, None,
-                                         f"cannot render offline: {_describe(exc)}")
+                                         f"cannot render offline: {describe_error(exc)}")
     by_revision: dict[Revision, list[Finding]] = {rev: [] for rev in revisions}
     for finding in squawk_findings(rendered, settings):
         by_revision[finding.revision].append(finding)

@@ -20,8 +20,8 @@ from backend.config import mask_url
 from backend.logs import configure_logging
 from backend.migrate import LifecycleError, checksums
 from backend.migrate.apply import RevisionRecorder, run_locked
-from backend.migrate.database import describe_error
 from backend.migrate.interrupt import cancel_on_signal
+from backend.postgres import describe_error
 
 config = context.config
 

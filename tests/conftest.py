@@ -21,7 +21,17 @@ from sqlalchemy.engine import URL
 from backend.config import parse_database_url
 from backend.migrate.database import connect_kwargs  # noqa: F401  (tests import it from here)
 from migration_tools import scratch
-from tests.support import ROOT, VENV_BIN, child_env, execute_sql, url_text  # noqa: F401
+from tests.support import (  # noqa: F401
+    ROOT,
+    VENV_BIN,
+    child_env,
+    execute_sql,
+    fixture_project,
+    url_text,
+)
+
+# Applications laid out to be swapped in (tests/apps/README.md), collected where they land.
+collect_ignore = ["apps"]
 
 
 class PgServer:
@@ -68,6 +78,29 @@ def head_template(pg_server) -> Iterator[str]:
     name = _upgraded_template(pg_server, "head")
     yield name
     pg_server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def fixture_repo(tmp_path_factory) -> Path:
+    """One copy of the project serving the fixture application, for the tests that only
+    read it; a test that adds files makes its own with ``fixture_project(tmp_path)``."""
+    return fixture_project(tmp_path_factory.mktemp("fixture-repo"))
+
+
+@pytest.fixture(scope="session")
+def fixture_template(pg_server, fixture_repo) -> Iterator[str]:
+    url = pg_server.create_database()
+    run_flask(["db", "upgrade"], url, cwd=fixture_repo)
+    yield url.database
+    pg_server.drop_database(url.database)
+
+
+@pytest.fixture
+def fixture_db(pg_server, fixture_template) -> Iterator[URL]:
+    """A database with the fixture history applied (``widgets``, empty)."""
+    url = pg_server.create_database(template=fixture_template)
+    yield url
+    pg_server.drop_database(url.database)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg2
 from sqlalchemy.engine import URL
 
-from backend.migrate.database import connect_kwargs
+from backend.postgres import connect_kwargs
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = str(Path(sys.executable).parent)
@@ -50,6 +50,27 @@ def copy_repository(dest: Path) -> Path:
         else:
             shutil.copy2(src, dest / name)
     return dest
+
+
+FIXTURE_APP = ROOT / "tests/apps/fixture"
+# The fixture history (tests/apps/fixture/migrations/versions), oldest first: a table, then a
+# nullable column on it. Tests that need more write it with ``write_revision``.
+FIXTURE_REVISIONS = ("fa0000000001", "fa0000000002")
+
+
+def swap_app(repo: Path, app: Path) -> Path:
+    """Replace the application in ``repo`` with the bundle at ``app``, as docs/adopting.md
+    does: scripts/remove_example.sh, then the bundle's files copied over the tree."""
+    subprocess.run([str(repo / "scripts/remove_example.sh")], cwd=repo, env=child_env(),
+                   check=True, capture_output=True, text=True)
+    shutil.copytree(app, repo, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    return repo
+
+
+def fixture_project(dest: Path) -> Path:
+    """A throwaway copy of the project serving the fixture application (``widgets``):
+    what the lifecycle's and serving's tests run, whatever application the checkout holds."""
+    return swap_app(copy_repository(dest), FIXTURE_APP)
 
 
 def free_port() -> int:

@@ -5,9 +5,10 @@ import time
 
 import psycopg2
 
-from backend import create_app, health
+from backend import create_app
 from backend.config import Config
-from backend.migrate.database import connect_kwargs
+from backend.postgres import connect_kwargs
+from backend.serving import health
 from tests.conftest import execute_sql, run_flask
 from tests.support import revisions
 

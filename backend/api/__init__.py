@@ -16,7 +16,6 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from backend.api.validation import MAX_ID, page_args
 from backend.extensions import db
-from backend.outage import circuit
 
 api = Blueprint("api", __name__, url_prefix="/api")
 
@@ -46,17 +45,6 @@ def _routing_error(exc: HTTPException) -> HTTPException | tuple[Response, int]:
     if request.path == prefix or request.path.startswith(prefix + "/"):
         return json_error(exc)
     return exc
-
-
-def _ping() -> None:
-    with db.engine.connect() as connection:
-        connection.exec_driver_sql("SELECT 1")
-
-
-@api.before_request
-def _database_reachable() -> None:
-    """While the database is known down, answer 503 at once (see backend.outage)."""
-    circuit.admit(_ping)
 
 
 api.register_error_handler(HTTPException, json_error)

@@ -28,7 +28,6 @@ from sqlalchemy.exc import DBAPIError
 from backend.config import Config
 from backend.migrate import LifecycleError, checksums
 from backend.migrate.backup import backup_before_migrate
-from backend.migrate.database import describe_error
 from backend.migrate.lock import migration_lock
 from backend.migrate.revisions import (
     ahead_note,
@@ -40,6 +39,7 @@ from backend.migrate.revisions import (
     read_state,
     unknown_reason,
 )
+from backend.postgres import describe_error
 
 log = logging.getLogger("backend.migrations")
 LOCK_NOT_AVAILABLE = "55P03"

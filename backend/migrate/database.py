@@ -8,15 +8,14 @@ database, bad connection options) fails at once.
 from __future__ import annotations
 
 import logging
-import re
 import time
 
 import psycopg2
 from sqlalchemy.engine import URL
 
 from backend.config import mask_url
-from backend.logs import mask_secrets
 from backend.migrate import LifecycleError
+from backend.postgres import connect_kwargs, describe_error
 
 log = logging.getLogger("backend.lifecycle")
 
@@ -31,24 +30,6 @@ _PERMANENT = (
     "invalid sslmode",
     "permission denied for database",
 )
-
-_PREAMBLE = re.compile(r'^connection to server (at|on socket) "[^"]*"(, port \d+)? failed:\s*')
-
-
-def connect_kwargs(url: URL) -> dict:
-    """psycopg2 keyword arguments for a SQLAlchemy URL (host may come from ``?host=``)."""
-    kwargs = url.translate_connect_args(username="user", database="dbname")
-    kwargs.update({k: v for k, v in url.query.items() if isinstance(v, str)})
-    return kwargs
-
-
-def describe_error(exc: BaseException) -> str:
-    """The one useful line of a driver error: no libpq preamble, no 'FATAL:', no password."""
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)
-    line = _PREAMBLE.sub("", line)
-    line = re.sub(r"^(FATAL|ERROR):\s*", "", line)
-    return mask_secrets(line)
 
 
 def is_permanent(message: str) -> bool:

@@ -3,7 +3,7 @@
 By default Python turns SIGINT into a ``KeyboardInterrupt`` traceback only after the
 running statement ends (psycopg2 waits in C), and SIGTERM kills the process without a word.
 Inside ``cancel_on_signal`` both raise ``KeyboardInterrupt`` at once: during a statement the
-wait callback (``backend.deadline``) sends PostgreSQL a cancel request, the revision's
+wait callback (``backend.serving.deadline``) sends PostgreSQL a cancel request, the revision's
 transaction rolls back, and the advisory lock goes with the connection; between statements
 the exception unwinds the same transactions. Either way the caller gets one
 ``MigrationInterrupted`` line naming the signal.
@@ -18,8 +18,8 @@ from collections.abc import Iterator
 
 from psycopg2 import extensions
 
-from backend import deadline
 from backend.migrate import LifecycleError
+from backend.serving import deadline
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

@@ -19,7 +19,8 @@ from sqlalchemy.engine import URL
 from backend.config import mask_url
 from backend.logs import mask_secrets
 from backend.migrate import LifecycleError
-from backend.migrate.database import connect_kwargs, run_sql
+from backend.migrate.database import run_sql
+from backend.postgres import connect_kwargs
 
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 

@@ -12,7 +12,7 @@ from alembic.util import CommandError
 from flask import Flask
 
 from backend.migrate import LifecycleError
-from backend.migrate.database import describe_error
+from backend.postgres import describe_error
 
 
 def upgrade_to_head(app: Flask) -> None:

@@ -15,9 +15,9 @@ from flask import Flask
 
 from backend.extensions import db
 from backend.migrate import LifecycleError
-from backend.migrate.database import describe_error
 from backend.migrate.revisions import current_revisions, forget_scripts, label
 from backend.migrate.upgrade import upgrade_to_head
+from backend.postgres import describe_error
 from migration_tools.conflicts import PROG, ResolveFailed
 from migration_tools.conflicts.plan import (
     CREATE_DATE,

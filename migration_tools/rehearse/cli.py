@@ -19,12 +19,13 @@ import psycopg2.extensions
 from backend.config import ConfigError, log_format_from, parse_database_url
 from backend.logs import configure_logging
 from backend.migrate import LifecycleError
+from backend.postgres import describe_error
 from migration_tools.command_line import caller_path
 from migration_tools.rehearse import progress
 from migration_tools.rehearse.findings import Options, Rehearsal
 from migration_tools.rehearse.guard import Interrupted, SignalGuard
 from migration_tools.rehearse.report import as_json, render_markdown
-from migration_tools.rehearse.runner import one_line, quiet, rehearse
+from migration_tools.rehearse.runner import quiet, rehearse
 
 PREFIX = re.compile(r"^[a-z_][a-z0-9_]{0,30}$")
 
@@ -150,7 +151,7 @@ def _run_guarded(options: Options, guard: SignalGuard) -> Rehearsal | int:
             return result
         except (ConfigError, LifecycleError, psycopg2.Error) as exc:
             guard.raise_if_received()
-            progress(f"could not rehearse: {one_line(exc)}")
+            progress(f"could not rehearse: {describe_error(exc)}")
             return 2
     except (KeyboardInterrupt, Interrupted):
         signum = guard.received or signal.SIGINT

@@ -7,7 +7,7 @@ import psycopg2
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
-from backend.migrate.database import connect_kwargs
+from backend.postgres import connect_kwargs
 from migration_tools import fingerprint
 from tests.support import execute_sql
 

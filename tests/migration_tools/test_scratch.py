@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg2
 import pytest
 
-from backend.migrate.database import connect_kwargs
+from backend.postgres import connect_kwargs
 from migration_tools.scratch import leftovers, scratch_database
 from tests.support import execute_sql
 

@@ -25,9 +25,7 @@ import psycopg2
 from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy.engine import URL
 
-from backend.deadline import NoAnswer
 from backend.extensions import db
-from backend.migrate.database import connect_kwargs, describe_error
 from backend.migrate.revisions import (
     TABLES_SQL,
     disk_checksums,
@@ -37,6 +35,8 @@ from backend.migrate.revisions import (
     state_sql,
     versions_stamp,
 )
+from backend.postgres import connect_kwargs, describe_error
+from backend.serving.deadline import NoAnswer
 
 health = Blueprint("health", __name__)
 log = logging.getLogger(__name__)

@@ -1,5 +1,6 @@
 """The gunicorn worker the service runs: gthread, closing its listening socket at once on
-SIGTERM.
+SIGTERM; and what every worker does before it serves (``prepare_worker``), the first ones
+and any re-fork.
 
 gunicorn's threaded worker, told to stop, stops *accepting* but keeps its copy of the
 listening socket open until its last request is done. The kernel goes on completing
@@ -12,7 +13,12 @@ while it finishes the ones it has.
 
 from __future__ import annotations
 
+from flask import Flask
 from gunicorn.workers.gthread import ThreadWorker
+
+from backend.extensions import db
+from backend.serving import deadline
+from backend.serving.engine import limit_request_time
 
 
 class GracefulThreadWorker(ThreadWorker):
@@ -24,3 +30,16 @@ class GracefulThreadWorker(ThreadWorker):
         self.set_accept_enabled(False)
         for listener in self.sockets:
             listener.close()
+
+
+def prepare_worker(app: Flask) -> None:
+    """Bound every database wait of this worker: the server stops a statement after
+    ``DB_QUERY_TIMEOUT``; the client gives up one second later if the server cannot."""
+
+    config = app.config["SERVICE_CONFIG"]
+    deadline.install(config.db_query_timeout + 1)
+    with app.app_context():
+        # Forget (without closing) anything inherited; the checkout guard in
+        # backend.serving.engine would refuse it anyway.
+        db.engine.dispose(close=False)
+        limit_request_time(db.engine, config.db_query_timeout)

@@ -26,9 +26,9 @@ from psycopg2 import errors as pg_errors
 from sqlalchemy import exc as sa_exc
 
 from backend.extensions import db
-from backend.migrate.database import describe_error
+from backend.postgres import describe_error
 
-log = logging.getLogger("backend.outage")
+log = logging.getLogger("backend.serving.outage")
 
 COOLDOWN = 1.0
 SUMMARY_EVERY = 5.0
@@ -146,9 +146,22 @@ def _end_session(_error: BaseException | None) -> None:
         db.session.registry.clear()
 
 
+def _ping() -> None:
+    with db.engine.connect() as connection:
+        connection.exec_driver_sql("SELECT 1")
+
+
+def _admit() -> None:
+    """While the database is known down, answer 503 at once, on every route of the
+    application (whatever blueprints it registers); the health probes say so themselves."""
+    if request.blueprint != "health":
+        circuit.admit(_ping)
+
+
 def init_app(app: Flask) -> None:
     """Answer the database's failures with 503 everywhere in ``app``. Call it after
     ``db.init_app``: teardown functions run last-registered first, so ours goes first."""
+    app.before_request(_admit)
     for error in (sa_exc.DBAPIError, sa_exc.TimeoutError, psycopg2.Error, DatabaseUnavailable):
         app.register_error_handler(error, _answer)
     app.teardown_appcontext(_end_session)
