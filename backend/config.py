@@ -53,6 +53,13 @@ def parse_database_url(raw: str | None, name: str = "DATABASE_URL") -> URL:
     return url
 
 
+def database_url_setting(environ: Mapping[str, str] | None = None) -> str:
+    """``DATABASE_URL`` as set, or "" when it is unset or blank (compose renders an unset
+    ``${VAR:-}`` as ""): the tools' one test for "no database named, use the embedded one"."""
+    env = os.environ if environ is None else environ
+    return env.get("DATABASE_URL", "").strip()
+
+
 def mask_url(url: URL | str) -> str:
     """The URL as text with its password replaced by ``***``."""
     if isinstance(url, str):
@@ -77,10 +84,15 @@ def _mask_raw(raw: str) -> str:
 _PG_DURATION = re.compile(r"^\d+(\.\d+)?\s*(us|ms|s|min|h|d)?$")
 
 
+def is_pg_duration(raw: str) -> bool:
+    """Whether ``raw`` is a duration PostgreSQL takes for a timeout ('2s', '500ms', '5min')."""
+    return bool(_PG_DURATION.match(raw.strip()))
+
+
 def _pg_duration(environ: Mapping[str, str], name: str, default: str) -> str:
     """A PostgreSQL duration ('2s', '500ms', '5min'); checked here so a typo fails at start."""
     raw = environ.get(name, "").strip() or default
-    if not _PG_DURATION.match(raw):
+    if not is_pg_duration(raw):
         raise ConfigError(f"{name} must be a PostgreSQL duration such as 2s, 500ms or 5min, "
                           f"got {raw!r}")
     return raw
@@ -228,6 +240,16 @@ class Config:
             backup_dir=_directory(env, "BACKUP_DIR", "backups"),
             backup_keep=parse_int(env, "BACKUP_KEEP", 5, minimum=1),
         )
+
+    @classmethod
+    def for_url(cls, url: URL | str, environ: Mapping[str, str] | None = None) -> Config:
+        """The settings from the environment, for the database at ``url`` instead of
+        ``DATABASE_URL``'s: what a tool that works on another database (a scratch copy, the
+        embedded development server) runs with."""
+        env = os.environ if environ is None else environ
+        if isinstance(url, URL):
+            url = url.render_as_string(hide_password=False)
+        return cls.from_env({**env, "DATABASE_URL": url})
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{f.name}={getattr(self, f.name)!r}"

@@ -26,7 +26,7 @@ from bench.common import (
     wait_for_200,
 )
 from bench.load import PROCESSES, Request, load
-from tests.support import request
+from testkit.support import request
 
 CLIENTS = 50
 

@@ -32,7 +32,7 @@ from sqlalchemy.engine import URL
 from backend.config import parse_database_url
 from backend.postgres import connect_kwargs
 from migration_tools import scratch
-from tests.support import execute_sql as sql  # one statement, autocommit, its rows
+from testkit.support import execute_sql as sql  # one statement, autocommit, its rows
 
 ROOT = Path(__file__).resolve().parent.parent
 # The project's venv when there is one: a child runs what `make` installed, as a user would.

@@ -10,7 +10,7 @@ import time
 import urllib.request
 
 from bench.common import BenchError, BenchResult, Context, Row, free_port, log, ratios, summarize
-from tests.containers.conftest import Project, copy_for_containers, docker
+from testkit.containers import Project, copy_for_containers, docker
 
 PASSWORD = "Pg-S3cret-Word"
 

@@ -1,6 +1,6 @@
 """Benchmark 8: a rolling deploy under load, from N to N+1 and back to N.
 
-tests/rollout.py's harness, with more clients and rows than the suite uses: two replicas of
+testkit/rollout.py's harness, with more clients and rows than the suite uses: two replicas of
 N (this checkout) serve a read/write mix; a replica of N+1 (three expand revisions on
 ``tasks``: a column, a concurrent index, a batched backfill) starts, migrates and becomes
 ready; the N replicas leave rotation and stop one by one, a second N+1 replica joins; then N
@@ -22,7 +22,7 @@ from bench.common import (
     run_timed,
     summarize,
 )
-from tests.rollout import Fleet, Traffic, fill_tasks, next_release, roll, serve_release
+from testkit.rollout import Fleet, Traffic, fill_tasks, next_release, roll, serve_release
 
 CLIENTS = 16
 STEADY = 5.0

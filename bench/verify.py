@@ -7,7 +7,7 @@ first upgrade), on one connection, one catalog query per snapshot. Plain is pyte
 own checks with the same coverage: ``test_downgrade_leaves_no_trace`` (each downgrade undoes
 its upgrade, by autogenerate) and ``test_up_down_consistency`` (every upgrade and downgrade
 runs), each on its own fresh database through our ``env.py`` and the Flask app, as the
-migration tests wire them (``tests.migrations.harness``).
+migration tests wire them (``testkit.harness``).
 
 Both run in this process, so neither pays for an interpreter start. The histories are
 ``bench.history``'s (one small table per revision), with a column added on every third
@@ -111,7 +111,7 @@ def _pytest_alembic_check(ctx: Context, migrations: Path,
     import pytest_alembic
     import pytest_alembic.config
 
-    from tests.migrations import harness
+    from testkit import harness
 
     with _fresh_database(ctx, "verify_pa") as url, harness.migration_session(url) as session:
         config = session.app.extensions["migrate"].migrate.get_config(directory=str(migrations))

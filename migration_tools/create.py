@@ -18,7 +18,7 @@ from alembic.script import ScriptDirectory
 from flask import Flask
 
 from backend import create_app
-from backend.config import Config, ConfigError
+from backend.config import Config, ConfigError, database_url_setting
 from backend.extensions import db
 from backend.logs import configure_logging
 from backend.migrate import LifecycleError
@@ -132,10 +132,10 @@ def main(argv: list[str]) -> int:
         return 2
 
     configure_logging()
-    embedded = not os.environ.get("DATABASE_URL", "").strip()
+    embedded = not database_url_setting()
     with database_url_or_embedded() as url:
         try:
-            app = create_app(Config.from_env({**os.environ, "DATABASE_URL": url}))
+            app = create_app(Config.for_url(url))
             path = create_revision(app, message, catch_up=embedded)
         except (ConfigError, LifecycleError) as exc:
             print(f"create_migration: refused: {exc}", file=sys.stderr)

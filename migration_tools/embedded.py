@@ -19,7 +19,13 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from backend.config import Config, log_format_from, mask_url, parse_database_url
+from backend.config import (
+    Config,
+    database_url_setting,
+    log_format_from,
+    mask_url,
+    parse_database_url,
+)
 from backend.logs import configure_logging
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +60,7 @@ def embedded_database_url(data_dir: Path = DATA_DIR) -> Iterator[str]:
 @contextlib.contextmanager
 def database_url_or_embedded() -> Iterator[str]:
     """``DATABASE_URL`` when set, else the embedded development database."""
-    url = os.environ.get("DATABASE_URL", "").strip()
+    url = database_url_setting()
     if url:
         yield url
         return
@@ -70,12 +76,12 @@ def config_for_flask_command() -> Config:
     """The settings for a developer's ``flask ...`` command, by the rule every development
     command follows: ``DATABASE_URL`` when set, else the embedded development database,
     started for the command (when ``make run`` is not running) and stopped as it exits."""
-    if os.environ.get("DATABASE_URL", "").strip():
+    if database_url_setting():
         return Config.from_env()
     stack = contextlib.ExitStack()
     url = stack.enter_context(database_url_or_embedded())
     atexit.register(stack.close)
-    return Config.from_env({**os.environ, "DATABASE_URL": url})
+    return Config.for_url(url)
 
 
 def run_entrypoint() -> int:

@@ -56,7 +56,7 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError, to_tuple
 
 from backend import create_app
-from backend.config import Config, ConfigError, parse_database_url
+from backend.config import Config, ConfigError, database_url_setting, parse_database_url
 from backend.postgres import describe_error
 
 if TYPE_CHECKING:
@@ -288,7 +288,7 @@ def lint_revisions(config: AlembicConfig, scripts: ScriptDirectory,
 def offline_app() -> Flask:
     """The app, for its migration settings; DATABASE_URL only picks the dialect here."""
 
-    raw = os.environ.get("DATABASE_URL", "").strip() or PLACEHOLDER_URL
+    raw = database_url_setting() or PLACEHOLDER_URL
     app = create_app(Config(database_url=parse_database_url(raw)))
     # "Running upgrade ..." for every revision would bury the findings.
     logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -9,7 +9,6 @@ live in ``backend/migrate/apply.py``.
 
 import contextlib
 import logging
-import os
 
 from alembic import context
 from flask import current_app, has_app_context
@@ -33,7 +32,7 @@ if not has_app_context():
     from backend.config import Config
 
     _url = config.get_main_option("sqlalchemy.url")
-    _app = create_app(Config.from_env({**os.environ, "DATABASE_URL": _url} if _url else None))
+    _app = create_app(Config.for_url(_url) if _url else Config.from_env())
     _app.app_context().push()
 
 settings = current_app.config["SERVICE_CONFIG"]

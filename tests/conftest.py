@@ -21,7 +21,7 @@ from sqlalchemy.engine import URL
 from backend.config import parse_database_url
 from backend.migrate.database import connect_kwargs  # noqa: F401  (tests import it from here)
 from migration_tools import scratch
-from tests.support import (  # noqa: F401
+from testkit.support import (  # noqa: F401
     ROOT,
     VENV_BIN,
     child_env,

@@ -9,8 +9,8 @@ from backend import create_app
 from backend.config import Config
 from backend.postgres import connect_kwargs
 from backend.serving import health
+from testkit.support import revisions
 from tests.conftest import execute_sql, run_flask
-from tests.support import revisions
 
 
 def test_healthz_says_ok_without_a_database():
@@ -94,7 +94,7 @@ def test_a_running_server_sees_a_revision_added_and_applied_since_it_started(tmp
     # Arrange: a server of a repository copy, answering ready.
     from backend import create_app
     from backend.config import Config
-    from tests.support import copy_repository, head_revision, write_revision
+    from testkit.support import copy_repository, head_revision, write_revision
 
     repo = copy_repository(tmp_path / "repo")
     app = create_app(Config(database_url=head_db))

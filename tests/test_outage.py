@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_flask
-from tests.support import (
+from testkit.support import (
     ROOT,
     ClientThreads,
     PrivateServer,
@@ -23,6 +22,7 @@ from tests.support import (
     stop,
     wait_for_http,
 )
+from tests.conftest import run_flask
 
 QUERY_TIMEOUT = 2  # DB_QUERY_TIMEOUT: the client gives up one second after it
 CLIENTS = 6

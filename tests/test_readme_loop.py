@@ -21,7 +21,7 @@ import pytest
 
 from backend.config import parse_database_url
 from migration_tools.embedded import embedded_database_url
-from tests.support import ROOT, VENV_BIN, copy_repository, execute_sql, url_text, write_revision
+from testkit.support import ROOT, VENV_BIN, copy_repository, execute_sql, url_text, write_revision
 
 README = (ROOT / "README.md").read_text()
 TITLE_LINE = "    title: Mapped[str] = mapped_column(sa.String(500))\n"

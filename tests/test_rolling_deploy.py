@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from tests.rollout import (
+from testkit.rollout import (
     NEXT_REVISIONS,
     Fleet,
     Traffic,
@@ -18,7 +18,7 @@ from tests.rollout import (
     roll,
     serve_release,
 )
-from tests.support import ROOT
+from testkit.support import ROOT
 
 ROWS = 100_000
 

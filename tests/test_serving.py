@@ -20,8 +20,7 @@ import psutil
 import psycopg2
 import pytest
 
-from tests.conftest import connect_kwargs, execute_sql
-from tests.support import (
+from testkit.support import (
     ROOT,
     free_port,
     port_answers,
@@ -32,6 +31,7 @@ from tests.support import (
     stop,
     wait_for_http,
 )
+from tests.conftest import connect_kwargs, execute_sql
 
 CLIENTS = 16
 ROUNDS = 12  # each client: create a user, read it back, list a page

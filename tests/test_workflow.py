@@ -3,9 +3,9 @@ change a model, create the migration, apply it by (re)starting, inspect, roll ba
 
 from __future__ import annotations
 
+from testkit.support import copy_repository, probe_entrypoint
 from tests.conftest import execute_sql, run_flask
 from tests.scripts.test_create_migration import add_notes_column, create_migration, versions
-from tests.support import copy_repository, probe_entrypoint
 
 
 def notes_column(url) -> list:

@@ -27,6 +27,7 @@ from sqlalchemy.exc import DBAPIError
 
 from backend.config import Config
 from backend.migrate import LifecycleError, checksums
+from backend.migrate.alembic_plan import command_name, planned_steps
 from backend.migrate.backup import backup_before_migrate
 from backend.migrate.lock import migration_lock
 from backend.migrate.revisions import (
@@ -77,15 +78,6 @@ class RevisionRecorder:
                  extra={"fields": {"event": "revision", "revision": ident, "message": message,
                                    "direction": "up" if step.is_upgrade else "down",
                                    "seconds": round(elapsed, 3)}})
-
-
-def planned_steps(ctx: MigrationContext) -> list:
-    """The steps Alembic is about to run, computed the way ``run_migrations`` does.
-
-    Alembic offers no public preview; ``_migrations_fn`` is the pure function the command
-    handed to the context (pinned Alembic version, covered by tests).
-    """
-    return list(ctx._migrations_fn(ctx.get_current_heads(), ctx))
 
 
 def set_session_timeouts(connection: Connection, settings: Config) -> None:
@@ -156,7 +148,7 @@ def _on_a_newer_schema(ctx: MigrationContext, ahead: list[str], heads: list[str]
     note = ahead_note(ahead, heads)
     if not settings.allow_ahead:
         raise LifecycleError(f"{note}; MIGRATION_ALLOW_AHEAD=0 refuses to run on it")
-    if ctx._migrations_fn.__name__ != "upgrade":  # Alembic's command: upgrade, downgrade, stamp
+    if command_name(ctx) != "upgrade":  # Alembic's command: upgrade, downgrade, stamp
         raise LifecycleError(f"{note}: this code has no script for {', '.join(ahead)}, so "
                              "it cannot move the database; roll back with the release that "
                              "has them (its `flask db downgrade`)")

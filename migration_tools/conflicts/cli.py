@@ -10,7 +10,7 @@ import sys
 from alembic.script import ScriptDirectory
 
 from backend import MIGRATIONS_DIR, create_app
-from backend.config import Config, ConfigError, parse_database_url
+from backend.config import Config, ConfigError, database_url_setting, parse_database_url
 from backend.extensions import db
 from backend.logs import configure_logging
 from backend.migrate import LifecycleError
@@ -57,11 +57,11 @@ def resolve(action: str, message: str, keep: str | None, force: bool) -> None:
         raise LifecycleError("the merge message is empty: give one with -m MESSAGE")
     plan = plan_rebase(scripts, keep) if action == "rebase" else None
 
-    if os.environ.get("DATABASE_URL", "").strip():
+    if database_url_setting():
         check_local(parse_database_url(os.environ["DATABASE_URL"]), force)
     say(f"heads: {', '.join(f'{h.revision} ({h.doc})' for h in heads)}")
     with database_url_or_embedded() as url:
-        app = create_app(Config.from_env({**os.environ, "DATABASE_URL": url}))
+        app = create_app(Config.for_url(url))
         try:
             at = database_at(app)
             check_known(scripts, at)

@@ -16,7 +16,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-from backend.config import ConfigError, log_format_from, parse_database_url
+from backend.config import ConfigError, is_pg_duration, log_format_from, parse_database_url
 from backend.logs import configure_logging
 from backend.migrate import LifecycleError
 from backend.postgres import describe_error
@@ -78,7 +78,7 @@ def _options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Optio
     if not PREFIX.match(args.prefix):
         parser.error("--prefix must be lower-case letters, digits and _, at most 31")
     for name in ("lock_timeout", "statement_timeout"):
-        if not re.match(r"^\d+(\.\d+)?\s*(us|ms|s|min|h|d)?$", getattr(args, name)):
+        if not is_pg_duration(getattr(args, name)):
             parser.error(f"--{name.replace('_', '-')} must be a PostgreSQL duration "
                          "such as 30s, 1min or 6h")
     try:

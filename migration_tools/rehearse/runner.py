@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import io
 import logging
-import os
 import re
 import shutil
 import subprocess
@@ -64,7 +63,7 @@ class Migrator:
     def __init__(self, url: URL, options: Options, observer: Observer) -> None:
 
         settings = dataclasses.replace(
-            Config.from_env({**os.environ, "DATABASE_URL": url.render_as_string(False)}),
+            Config.for_url(url),
             # Nothing else uses the scratch database: a lock wait means a problem in the
             # revision itself, and a long statement is what we came to measure.
             lock_timeout=options.lock_timeout, statement_timeout=options.statement_timeout,

@@ -15,7 +15,13 @@ from typing import TextIO
 from sqlalchemy.engine import URL
 
 from backend import MIGRATIONS_DIR
-from backend.config import ConfigError, log_format_from, mask_url, parse_database_url
+from backend.config import (
+    ConfigError,
+    database_url_setting,
+    log_format_from,
+    mask_url,
+    parse_database_url,
+)
 from backend.logs import configure_logging
 from backend.migrate import LifecycleError
 from migration_tools import command_line, scratch
@@ -71,7 +77,7 @@ def _target(args: argparse.Namespace) -> tuple[str, str]:
         return "url", args.url
     if args.server_url:
         return "server", args.server_url
-    if os.environ.get("DATABASE_URL", "").strip():
+    if database_url_setting():
         return "url", os.environ["DATABASE_URL"]
     return "embedded", ""
 

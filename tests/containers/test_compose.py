@@ -7,8 +7,8 @@ import re
 import subprocess
 import time
 
-from tests.containers.conftest import PASSWORD, docker, wait_replica_ready
-from tests.support import child_env, head_revision, request, revisions, write_revision
+from testkit.containers import PASSWORD, docker, wait_replica_ready
+from testkit.support import child_env, head_revision, request, revisions, write_revision
 
 
 def add_model_column(repo, column: str) -> None:

@@ -29,8 +29,8 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from tests.containers.conftest import PASSWORD, copy_for_containers, docker, wait_replica_ready
-from tests.support import ROOT, head_revision, http_get, request, write_revision
+from testkit.containers import PASSWORD, copy_for_containers, docker, wait_replica_ready
+from testkit.support import ROOT, head_revision, http_get, request, write_revision
 
 MANIFESTS = ROOT / "deploy/kubernetes"
 # Created by the operator, never in the repository (kustomization.yaml says how).

@@ -12,8 +12,7 @@ from backend import create_app
 from backend.config import Config
 from backend.migrate import LifecycleError
 from migration_tools.create import create_revision
-from tests.conftest import execute_sql, run_flask
-from tests.support import (
+from testkit.support import (
     ROOT,
     copy_repository,
     head_revision,
@@ -21,6 +20,7 @@ from tests.support import (
     run_entrypoint,
     write_revision,
 )
+from tests.conftest import execute_sql, run_flask
 
 NEXT = "a1b2c3d4e5f6"
 

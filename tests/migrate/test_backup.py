@@ -22,8 +22,8 @@ from backend.migrate.backup import (
     take_backup,
 )
 from backend.migrate.pgtools import find_pg_tool, server_version_num
+from testkit.support import copy_repository, revisions
 from tests.conftest import ROOT, child_env, execute_sql, run_flask
-from tests.support import copy_repository, revisions
 
 HEAD = revisions()[-1]
 APP_TABLES = ("users", "projects", "tasks")

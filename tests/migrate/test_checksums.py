@@ -8,7 +8,7 @@ from alembic.script import ScriptDirectory
 from backend import MIGRATIONS_DIR, create_app
 from backend.config import Config
 from backend.migrate import checksums
-from tests.support import ROOT, execute_sql, head_revision
+from testkit.support import ROOT, execute_sql, head_revision
 
 SCRIPTS = ScriptDirectory(str(MIGRATIONS_DIR))
 FIXED = "b1d4e7a2c905"  # its downgrade was fixed after it shipped

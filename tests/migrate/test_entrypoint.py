@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import execute_sql, url_text
-from tests.support import (
+from testkit.support import (
     TcpProxy,
     copy_repository,
     free_port,
@@ -23,6 +22,7 @@ from tests.support import (
     wait_for_http,
     write_revision,
 )
+from tests.conftest import execute_sql, url_text
 
 
 def server_address(url) -> tuple[str, int]:

@@ -10,8 +10,7 @@ import time
 import psycopg2
 import pytest
 
-from tests.conftest import connect_kwargs, execute_sql
-from tests.support import (
+from testkit.support import (
     ROOT,
     copy_repository,
     head_revision,
@@ -19,6 +18,7 @@ from tests.support import (
     stop,
     write_revision,
 )
+from tests.conftest import connect_kwargs, execute_sql
 
 SLEEP = 30  # the revision's statement would take this long if not cancelled
 

@@ -4,8 +4,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 
 from backend.migrate.revisions import schema_status
+from testkit.support import copy_repository, revisions, write_revision
 from tests.conftest import run_flask
-from tests.support import copy_repository, revisions, write_revision
 
 
 def test_pending_after_a_merge_includes_the_other_branch(head_db, tmp_path):

@@ -14,8 +14,7 @@ import psycopg2
 import pytest
 
 from backend.migrate.lock import LOCK_KEY
-from tests.conftest import child_env, connect_kwargs, execute_sql, run_flask
-from tests.support import (
+from testkit.support import (
     copy_repository,
     free_port,
     head_revision,
@@ -26,6 +25,7 @@ from tests.support import (
     wait_for_http,
     write_revision,
 )
+from tests.conftest import child_env, connect_kwargs, execute_sql, run_flask
 
 
 def add_slow_revision(repo: Path) -> str:

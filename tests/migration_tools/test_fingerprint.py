@@ -9,7 +9,7 @@ from sqlalchemy.pool import NullPool
 
 from backend.postgres import connect_kwargs
 from migration_tools import fingerprint
-from tests.support import execute_sql
+from testkit.support import execute_sql
 
 
 def test_snapshot_sees_what_autogenerate_ignores(empty_db) -> None:

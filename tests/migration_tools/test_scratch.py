@@ -7,7 +7,7 @@ import pytest
 
 from backend.postgres import connect_kwargs
 from migration_tools.scratch import leftovers, scratch_database
-from tests.support import execute_sql
+from testkit.support import execute_sql
 
 
 def test_a_scratch_database_is_dropped_even_when_the_block_fails_with_a_session_open(

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from testkit.support import ROOT, copy_repository, revisions, write_revision
 from tests.conftest import child_env, url_text
-from tests.support import ROOT, copy_repository, revisions, write_revision
 
 HEAD = revisions()[-1]
 PARENT_OF_HEAD = revisions()[-2]

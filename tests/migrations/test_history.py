@@ -156,7 +156,7 @@ def test_due_date_index_is_built_concurrently_and_dropped(migrator, empty_db):
 def test_the_shipped_history_has_a_single_head():
     from alembic.script import ScriptDirectory
 
-    from tests.support import ROOT
+    from testkit.support import ROOT
 
     heads = ScriptDirectory(str(ROOT / "migrations")).get_heads()
 

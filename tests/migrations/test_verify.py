@@ -31,9 +31,9 @@ from sqlalchemy.engine import URL
 
 from migration_tools import verify
 from migration_tools.verify import cli as verify_cli
+from testkit.support import copy_repository, revisions, write_revision
 from tests.conftest import ROOT, child_env, execute_sql, url_text
 from tests.migrations import data, harness
-from tests.support import copy_repository, revisions, write_revision
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Can't validate argument 'dialect_options':sqlalchemy.exc.SAWarning")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from testkit.support import ROOT, copy_repository, head_revision, write_revision
 from tests.conftest import child_env
-from tests.support import ROOT, copy_repository, head_revision, write_revision
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from testkit.support import copy_repository, revisions, write_revision
 from tests.conftest import VENV_BIN, child_env, execute_sql, run_flask
-from tests.support import copy_repository, revisions, write_revision
 
 # A column no real model change will add (tests must not collide with yours).
 NOTES_COLUMN = "    probe_note: Mapped[str | None] = mapped_column(sa.Text)\n"

@@ -10,8 +10,8 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from migration_tools.lint import strip_bookkeeping
+from testkit.support import copy_repository
 from tests.conftest import child_env
-from tests.support import copy_repository
 
 CREATE_INDEX = 'op.create_index("ix_tasks_title", "tasks", ["title"])'
 REQUIRED_COLUMN = 'op.add_column("tasks", sa.Column("priority", sa.BigInteger(), nullable=False))'

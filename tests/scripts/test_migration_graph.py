@@ -10,8 +10,8 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from migration_tools.graph import Node, render_mermaid
+from testkit.support import copy_repository, revisions
 from tests.conftest import child_env, execute_sql, run_flask
-from tests.support import copy_repository, revisions
 
 SHIPPED = revisions()
 NODE = re.compile(r'^\s+rev_(\w+)\["(.*)"\]$', re.M)

@@ -15,8 +15,8 @@ import pytest
 from backend.migrate.backup import take_backup
 from migration_tools.rehearse.findings import lost_rows
 from migration_tools.rehearse.observer import TableState, strongest
+from testkit.support import PrivateServer, copy_repository, revisions, write_revision
 from tests.conftest import ROOT, child_env, execute_sql, run_flask, url_text
-from tests.support import PrivateServer, copy_repository, revisions, write_revision
 
 EARLY = "c47d0e5a9f26"  # the shipped revisions after it are pending on the early source
 HEAD = revisions()[-1]

@@ -14,8 +14,8 @@ from backend.config import parse_database_url
 from backend.migrate import LifecycleError
 from migration_tools.conflicts.hosts import is_local_host, non_local_hosts
 from migration_tools.conflicts.plan import reparent_source
+from testkit.support import copy_repository, write_revision
 from tests.conftest import child_env, execute_sql, run_flask
-from tests.support import copy_repository, write_revision
 
 OTHER = "aaaa00000001"   # the older head: arrived from the other branch, not applied
 LOCAL = "bbbb00000002"   # the newer head: written and applied here

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support import (
+from testkit.support import (
     ClientThreads,
     copy_repository,
     execute_sql,

@@ -1,0 +1,142 @@
+"""Compose projects on a real Docker engine, for the container suite and the benchmarks.
+
+The container suite: what a user types, on a real Docker engine.
+
+Run by ``make test-containers`` (not by ``make test``, which needs no Docker). Each test works
+on a copy of the repository under its own compose project name, publishes the backend on a
+free port, and takes the project down (volumes included) afterwards. Either ``docker
+compose`` (the plugin) or ``docker-compose`` (the standalone tool) is used, whichever exists.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from testkit.support import ROOT, copy_repository, free_port, http_get
+
+# The database password every test uses: the suite checks it never shows in any log.
+PASSWORD = "Pg-S3cret-Word"
+CONTAINER_FILES = ("Dockerfile", "docker-compose.yml", "docker-compose.override.yml",
+                   ".dockerignore", "requirements.lock", "requirements-dev.lock")
+
+
+@functools.cache
+def compose_command() -> list[str]:
+    """``docker compose`` when the plugin answers, else ``docker-compose``."""
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    raise RuntimeError("neither `docker compose` nor `docker-compose` is installed: "
+                       "run ../shared/containers/setup.sh or install Docker")
+
+
+def docker(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+class Project:
+    """One compose project on a copy of the repository."""
+
+    def __init__(self, repo: Path, production: bool) -> None:
+        self.repo = repo
+        self.name = f"t{uuid.uuid4().hex[:10]}"
+        self.port = free_port()
+        # Production is the image as built: docker-compose.yml alone, as the README says.
+        self.files = ["-f", "docker-compose.yml"] if production else []
+        self.env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    "HOME": str(Path.home()), "BACKEND_PORT": str(self.port),
+                    "POSTGRES_PASSWORD": PASSWORD, "COMPOSE_PROJECT_NAME": self.name}
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 900
+                 ) -> subprocess.CompletedProcess:
+        cmd = [*compose_command(), *self.files, *args]
+        proc = subprocess.run(cmd, cwd=self.repo, env=self.env, capture_output=True, text=True,
+                              timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
+                                 f"{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def exec(self, service: str, *command: str, check: bool = True
+             ) -> subprocess.CompletedProcess:
+        return self("exec", "-T", service, *command, check=check)
+
+    def sql(self, statement: str) -> str:
+        """One statement through psql in the db container; its rows, unaligned."""
+        return self.exec("db", "psql", "-U", "app", "-d", "app", "-Atc", statement).stdout.strip()
+
+    def logs(self, service: str = "backend") -> str:
+        proc = self("logs", "--no-color", service)
+        return proc.stdout + proc.stderr
+
+    def container(self, service: str = "backend") -> dict:
+        ids = self("ps", "-q", "-a", service).stdout.split()
+        return json.loads(docker("inspect", ids[0]).stdout)[0]
+
+    def wait_ready(self, timeout: float = 180) -> dict:
+        """Poll the backend's /readyz until 200; fail early when the container has exited."""
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            try:
+                status, body = http_get(self.port, "/readyz")
+                if status == 200:
+                    return json.loads(body)
+                last = f"{status} {body}"
+            except OSError as exc:
+                last = str(exc)
+            state = self.container()["State"]
+            if state["Status"] == "exited":
+                raise AssertionError(f"backend exited {state['ExitCode']}:\n{self.logs()}")
+            time.sleep(0.5)
+        raise AssertionError(f"/readyz not 200 within {timeout}s ({last}):\n{self.logs()}")
+
+    def wait_exit(self, timeout: float = 180) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.container()["State"]
+            if state["Status"] == "exited":
+                return state["ExitCode"]
+            time.sleep(0.5)
+        raise AssertionError(f"backend still running after {timeout}s:\n{self.logs()}")
+
+    def down(self) -> None:
+        self("down", "-v", "--remove-orphans", "--timeout", "5", check=False)
+
+
+def copy_for_containers(dest: Path) -> Path:
+    repo = copy_repository(dest)
+    for name in CONTAINER_FILES:
+        shutil.copy2(ROOT / name, repo / name)
+    return repo
+
+
+def wait_replica_ready(name: str, timeout: float = 120) -> str:
+    """Poll a container's /readyz from inside it until it answers 200; its logs then. A
+    container that exits first fails at once, with its logs, instead of at the timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        probe = docker("exec", name, "python", "-c",
+                       "import urllib.request; urllib.request.urlopen("
+                       "'http://127.0.0.1:8000/readyz', timeout=2)", check=False)
+        if probe.returncode == 0:
+            logs = docker("logs", name)
+            return logs.stderr + logs.stdout
+        state = docker("inspect", "--format", "{{.State.Running}}", name, check=False)
+        if state.stdout.strip() == "false":
+            raise AssertionError(f"{name} exited before it was ready:\n"
+                                 f"{docker('logs', name, check=False).stderr}")
+        time.sleep(0.5)
+    raise AssertionError(f"{name} not ready:\n{docker('logs', name).stderr}")
