@@ -109,17 +109,13 @@ def _pytest_alembic_check(ctx: Context, migrations: Path,
     and its context pushed (as the migration tests' fixtures do), then the check timed from
     making pytest-alembic's runner to the end of the check."""
     import pytest_alembic
-    import pytest_alembic.config
 
     from testkit import harness
 
     with _fresh_database(ctx, "verify_pa") as url, harness.migration_session(url) as session:
-        config = session.app.extensions["migrate"].migrate.get_config(directory=str(migrations))
-        # As harness.MigrationSession.alembic_config: some checks read alembic.ini again.
-        config.config_args["script_location"] = config.get_main_option("script_location")
+        config = session.alembic_config(migrations)
         started = time.perf_counter()
-        with pytest_alembic.runner(config=pytest_alembic.config.Config(alembic_config=config),
-                                   engine=session.engine) as runner:
+        with pytest_alembic.runner(config=config, engine=session.engine) as runner:
             test(runner)
         return time.perf_counter() - started
 

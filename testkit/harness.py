@@ -16,6 +16,7 @@ import contextlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, text
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from alembic.script import Script, ScriptDirectory
     from flask import Flask
 
-# Tables that belong to the migration machinery, not to the data a revision must keep.
+# How a revision steps out of its transaction (for CREATE INDEX CONCURRENTLY).
 _LEAVES_TRANSACTION = re.compile(r"\bautocommit_block\s*\(")
 
 
@@ -50,14 +51,18 @@ class MigrationSession:
     app: Flask
     engine: Engine
 
-    def alembic_config(self, **options: Any) -> pytest_alembic.config.Config:
+    def alembic_config(self, directory: Path | None = None,
+                       **options: Any) -> pytest_alembic.config.Config:
         """pytest-alembic's config around Flask-Migrate's Alembic config for this app.
 
-        ``options`` are pytest-alembic's own (``before_revision_data``, ``skip_revisions``...).
+        ``directory`` is a migrations directory other than the app's (a project copy's, with
+        revisions a test wrote); ``options`` are pytest-alembic's own
+        (``before_revision_data``, ``skip_revisions``...).
         """
         from pytest_alembic.config import Config as PytestAlembicConfig
 
-        config = self.app.extensions["migrate"].migrate.get_config()
+        migrate = self.app.extensions["migrate"].migrate
+        config = migrate.get_config(directory=None if directory is None else str(directory))
         # Some checks copy the config by reading alembic.ini again, with ``config_args`` as
         # defaults: the script_location Flask-Migrate sets in code must travel there too.
         config.config_args["script_location"] = config.get_main_option("script_location")

@@ -1,5 +1,10 @@
 """Drive Alembic against a test database, through our env.py: by hand, or with pytest-alembic.
 
+Everything here works on the checkout's own history (``migrations/versions``, whatever
+application it holds, one revision or hundreds, with data files or none): nothing names a
+table or a revision of the example, and revision ids are read when a test asks, never at
+import.
+
 pytest-alembic's ``alembic_runner`` fixture is built from the two fixtures below:
 ``alembic_engine`` (an engine on a fresh database, dropped after the test) and
 ``alembic_config`` (Flask-Migrate's Alembic config for an app built on that database, with
@@ -31,11 +36,15 @@ from sqlalchemy.engine import URL  # noqa: E402
 
 from backend import MIGRATIONS_DIR, create_app  # noqa: E402
 from backend.config import Config  # noqa: E402
-from tests.migrations import data, harness  # noqa: E402
+from testkit import harness  # noqa: E402
+from tests.migrations import data  # noqa: E402
 
 
 class Migrator:
-    def __init__(self, url) -> None:
+    """Alembic's commands through Flask-Migrate's config, as ``flask db`` runs them, on one
+    database, for tests that step through the history by hand."""
+
+    def __init__(self, url: URL) -> None:
         self.app = create_app(Config(database_url=url))
 
     def _run(self, fn, *args) -> None:
@@ -51,9 +60,7 @@ class Migrator:
     def check(self) -> None:
         self._run(command.check)
 
-    def scripts(self):
-        from alembic.script import ScriptDirectory
-
+    def scripts(self) -> ScriptDirectory:
         return ScriptDirectory(self.app.extensions["migrate"].directory)
 
     def revisions(self) -> list[str]:
@@ -67,8 +74,14 @@ class Migrator:
             db.engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def scripts() -> ScriptDirectory:
+    """The checkout's history, read when first asked for (never at import)."""
+    return ScriptDirectory(str(MIGRATIONS_DIR))
+
+
 @pytest.fixture
-def migrator(empty_db):
+def migrator(empty_db) -> Iterator[Migrator]:
     m = Migrator(empty_db)
     yield m
     m.close()

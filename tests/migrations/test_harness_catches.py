@@ -1,9 +1,13 @@
 """The migration tests fail where they should: each broken change below goes into a copy of
-the repository, the relevant migration test runs there in a child pytest (on our session's
-server), and it must fail, naming the revision (or the column) at fault.
+the project serving the fixture application (``widgets``, ``testkit.support.fixture_project``),
+the relevant migration test runs there in a child pytest (on our session's server), and it
+must fail, naming the revision (or the column) at fault. The fixture, not the checkout's
+application, so this holds whatever application the checkout serves; the child gets the
+tests of tests/migrations and their fixtures, without the checkout's data files (they belong
+to its history, not the fixture's).
 
-The children start together, when the first of these tests asks for them, so the four of
-them cost about one child's start-up on two cores rather than four.
+The children start together, when the first of these tests asks for them, so they cost
+about one child's start-up on two cores rather than one each.
 """
 
 from __future__ import annotations
@@ -17,53 +21,59 @@ from pathlib import Path
 
 import pytest
 
-from testkit.support import ROOT, copy_repository, revisions, write_revision
-from tests.conftest import child_env, url_text
+from testkit.support import (
+    FIXTURE_REVISIONS,
+    ROOT,
+    child_env,
+    fixture_project,
+    url_text,
+    write_revision,
+)
 
-HEAD = revisions()[-1]
-PARENT_OF_HEAD = revisions()[-2]
+FIXTURE_HEAD = FIXTURE_REVISIONS[-1]
 MODULE = "tests/migrations/test_pytest_alembic.py"
 # What the child needs of tests/: the fixtures and the migration tests, nothing else.
-TEST_FILES = ("__init__.py", "conftest.py", "support.py", "migrations")
+TEST_FILES = ("__init__.py", "conftest.py", "migrations")
 
 
 def forgotten_drop_column(repo: Path) -> None:
-    write_revision(repo, "cafe00000001", HEAD, "add task notes",
-                   upgrade='op.add_column("tasks", sa.Column("probe_note", sa.Text(), '
+    write_revision(repo, "cafe00000001", FIXTURE_HEAD, "add widget probe notes",
+                   upgrade='op.add_column("widgets", sa.Column("probe_note", sa.Text(), '
                            'nullable=True))',
                    downgrade="pass  # forgets op.drop_column")
 
 
 def model_without_migration(repo: Path) -> None:
-    model = repo / "backend/models/task.py"
-    anchor = "    due_date: Mapped[date | None] = mapped_column(sa.Date, index=True)\n"
+    model = repo / "backend/models/__init__.py"
+    anchor = "    size: Mapped[int | None] = mapped_column(sa.Integer)\n"
     text = model.read_text()
-    assert anchor in text, "backend/models/task.py changed: update this scenario's anchor"
+    assert anchor in text, "the fixture's Widget model changed: update this scenario's anchor"
     model.write_text(text.replace(
         anchor, anchor + "    estimate_hours: Mapped[int | None] = mapped_column(sa.Integer)\n"))
 
 
 def second_head(repo: Path) -> None:
-    write_revision(repo, "cafe00000003", PARENT_OF_HEAD, "branch off the history")
+    write_revision(repo, "cafe00000003", FIXTURE_REVISIONS[-2], "branch off the history")
 
 
 def data_loss(repo: Path) -> None:
-    write_revision(repo, "cafe00000004", HEAD, "archive done tasks",
-                   upgrade="""op.execute("DELETE FROM tasks WHERE status = 'done'")""")
-    (repo / "tests/migrations/data/cafe00000004.py").write_text('''"""archive done tasks."""
+    write_revision(repo, "cafe00000004", FIXTURE_HEAD, "archive small widgets",
+                   upgrade="""op.execute("DELETE FROM widgets WHERE size < 10")""")
+    (repo / "tests/migrations/data/cafe00000004.py").write_text('''"""archive small widgets."""
 
 from tests.migrations.data import rows
 
-ROWS = [
-    {"__tablename__": "users", "id": 990000, "email": "archive@example.com", "name": "Owner"},
-    {"__tablename__": "projects", "id": 990000, "owner_id": 990000, "name": "P", "slug": "p"},
-    {"__tablename__": "tasks", "id": 990001, "project_id": 990000, "title": "t", "status": "done"},
-]
+ROWS = [{"__tablename__": "widgets", "id": 990001, "name": "small", "size": 1}]
 
 
 def upgraded(db):
-    assert rows(db, "SELECT id, status FROM tasks WHERE id = 990001") == [(990001, "done")]
+    assert rows(db, "SELECT id, size FROM widgets WHERE id = 990001") == [(990001, 1)]
 ''')
+
+
+def data_migration_without_data_file(repo: Path) -> None:
+    write_revision(repo, "cafe00000005", FIXTURE_HEAD, "default widget sizes",
+                   upgrade="""op.execute("UPDATE widgets SET size = 1 WHERE size IS NULL")""")
 
 
 @dataclass(frozen=True)
@@ -82,26 +92,42 @@ SCENARIOS = {
         "test_downgrade_leaves_no_trace", ("cafe00000001", "probe_note")),
     "model changed without a migration": Scenario(
         model_without_migration, [MODULE, "-k", "test_model_definitions_match_ddl"],
-        "test_model_definitions_match_ddl", ("add_column('tasks'", "estimate_hours")),
+        "test_model_definitions_match_ddl", ("add_column('widgets'", "estimate_hours")),
     "second head": Scenario(
         second_head, [MODULE, "-k", "test_single_head_revision"],
-        "test_single_head_revision", ("cafe00000003", HEAD)),
+        "test_single_head_revision", ("cafe00000003", FIXTURE_HEAD)),
     "data migration loses rows": Scenario(
         data_loss, [f"{MODULE}::test_revision_keeps_its_data[cafe00000004]"],
         "test_revision_keeps_its_data[cafe00000004]",
-        ("cafe00000004 (archive done tasks)", "after upgrade")),
+        ("cafe00000004 (archive small widgets)", "after upgrade")),
+    "data migration without a data file": Scenario(
+        data_migration_without_data_file,
+        [MODULE, "-k", "test_revisions_that_write_rows_have_data_checks"],
+        "test_revisions_that_write_rows_have_data_checks",
+        ("cafe00000005 (default widget sizes)", "tests/migrations/data/<revision>.py")),
 }
 
 
+def checkout_data_file(directory: str, names: list[str]) -> set[str]:
+    """shutil.copytree's ``ignore``: the checkout's own data files, which name revisions
+    the fixture's history does not have (the loader in ``__init__.py`` stays)."""
+    if Path(directory).resolve() != (ROOT / "tests/migrations/data").resolve():
+        return {name for name in names if name == "__pycache__"}
+    return {name for name in names if name != "__init__.py"}
+
+
 def copy_with_tests(dest: Path) -> Path:
-    """The project and the tests the child runs; copy_repository leaves tests/ out."""
-    copy_repository(dest)
-    (dest / "tests").mkdir()
+    """The fixture project, with testkit and the tests the child runs (copy_repository
+    leaves both out)."""
+    fixture_project(dest)
+    shutil.copytree(ROOT / "testkit", dest / "testkit",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (dest / "tests").mkdir(exist_ok=True)
     for name in TEST_FILES:
         src = ROOT / "tests" / name
         if src.is_dir():
-            shutil.copytree(src, dest / "tests" / name,
-                            ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(src, dest / "tests" / name, ignore=checkout_data_file,
+                            dirs_exist_ok=True)
         else:
             shutil.copy2(src, dest / "tests" / name)
     return dest

@@ -20,6 +20,11 @@ The data files (``tests/migrations/data/``, convention in its ``__init__``) add 
 their revisions in every walk, and ``test_revision_keeps_its_data[<revision>]`` proves each
 revision keeps, transforms and restores them. What the checks rely on in env.py (it migrates
 on the connection it is handed) has a test of its own.
+
+These are tests of the checkout's own history, whatever application it holds: they name no
+table and no revision, and read the revisions at collection (``pytest_generate_tests``), not
+at import. That they catch what they should is proved on a fixture project, by
+test_harness_catches.py.
 """
 
 from __future__ import annotations
@@ -41,20 +46,31 @@ from sqlalchemy import Connection, Engine, create_engine
 
 from backend import MIGRATIONS_DIR
 from migration_tools import row_loss
-from tests.migrations import data, harness
+from testkit import harness
+from tests.migrations import data
 
 # SQLAlchemy 2.1 warns when pytest-alembic reflects a NOT VALID check constraint (the reflected
 # dialect options go back into the constructor under a name it does not know); harmless here.
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Can't validate argument 'dialect_options':sqlalchemy.exc.SAWarning")
 
-SCRIPTS = ScriptDirectory(str(MIGRATIONS_DIR))
-REVISIONS = [script.revision for script in reversed(list(SCRIPTS.walk_revisions()))]
+
+def history() -> list[str]:
+    """The checkout's revisions, oldest first."""
+    scripts = ScriptDirectory(str(MIGRATIONS_DIR))
+    return [script.revision for script in reversed(list(scripts.walk_revisions()))]
 
 
-def label(revision: str) -> str:
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """One ``test_revision_keeps_its_data`` per revision on disk, read at collection, so a
+    history of any application (or a revision added a moment ago) is covered."""
+    if "revision" in metafunc.fixturenames:
+        metafunc.parametrize("revision", history())
+
+
+def label(scripts: ScriptDirectory, revision: str) -> str:
     """``<id> (<message>)``, how a failure names a revision."""
-    return f"{revision} ({SCRIPTS.get_revision(revision).doc})"
+    return f"{revision} ({scripts.get_revision(revision).doc})"
 
 
 class ConnectSpy:
@@ -81,15 +97,16 @@ def test_env_migrates_on_the_connection_it_is_given(alembic_config,
         "migrations/env.py did not migrate on config.attributes['connection']")
 
 
-def test_downgrade_leaves_no_trace(alembic_config, alembic_engine: Engine) -> None:
+def test_downgrade_leaves_no_trace(alembic_config, alembic_engine: Engine,
+                                   scripts: ScriptDirectory) -> None:
     """pytest-alembic's check runs every step inside one transaction and rolls it back; a
     revision that leaves its transaction (``autocommit_block``, for ``CREATE INDEX
     CONCURRENTLY``) cannot run there, so it is stamped over in this check only. Its own
     downgrade is still proved by ``test_up_down_consistency`` and test_history's round trip.
     """
     config = dataclasses.replace(
-        alembic_config, skip_revisions=harness.transaction_leaving_revisions(SCRIPTS),
-        minimum_downgrade_revision=harness.newest_merge(SCRIPTS))
+        alembic_config, skip_revisions=harness.transaction_leaving_revisions(scripts),
+        minimum_downgrade_revision=harness.newest_merge(scripts))
     with pytest_alembic.runner(config=config, engine=alembic_engine) as runner:
         experimental.test_downgrade_leaves_no_trace(runner)
 
@@ -114,7 +131,7 @@ def test_all_models_register_on_metadata(alembic_config, alembic_engine: Engine,
         engine.dispose()
 
 
-def check(fixture_check: data.Check | None, engine: Engine, revision: str, when: str) -> None:
+def check(fixture_check: data.Check | None, engine: Engine, name: str, when: str) -> None:
     """Run a data file's check in a transaction that is rolled back, naming the revision."""
     if fixture_check is None:
         return
@@ -122,7 +139,7 @@ def check(fixture_check: data.Check | None, engine: Engine, revision: str, when:
         try:
             fixture_check(connection)
         except AssertionError as exc:
-            exc.add_note(f"data check of {label(revision)} failed {when}")
+            exc.add_note(f"data check of {name} failed {when}")
             raise
         finally:
             connection.rollback()
@@ -142,9 +159,9 @@ def undeclared_loss(before: dict[str, int], after: dict[str, int], declared: dic
             if table not in declared}
 
 
-@pytest.mark.parametrize("revision", REVISIONS)
 def test_revision_keeps_its_data(revision: str, runner_at_parent: MigrationContext,
-                                 data_fixtures: dict[str, data.DataFixture]) -> None:
+                                 data_fixtures: dict[str, data.DataFixture],
+                                 scripts: ScriptDirectory) -> None:
     """At the parent, with every earlier data file's rows and this revision's: upgrade,
     downgrade and upgrade again; the data file's checks after each, and no row lost on the
     way but where the revision declares it (``# rehearse: expect-row-loss <table> <reason>``).
@@ -152,38 +169,40 @@ def test_revision_keeps_its_data(revision: str, runner_at_parent: MigrationConte
     runner = runner_at_parent
     engine = runner.connection_executor.connection  # the engine the runner was built on
     fixture = data_fixtures.get(revision) or data.DataFixture(revision=revision)
-    declared = harness.declared_row_loss(SCRIPTS.get_revision(revision))
+    declared = harness.declared_row_loss(scripts.get_revision(revision))
+    name = label(scripts, revision)
     parent = runner.current
     if fixture.rows:
         runner.insert_into(None, fixture.rows)
     at_parent = counts(engine)
 
     runner.raw_command("upgrade", revision)
-    check(fixture.upgraded, engine, revision, "after upgrade")  # the specific checks first
+    check(fixture.upgraded, engine, name, "after upgrade")  # the specific checks first
     upgraded = counts(engine)
     lost = undeclared_loss(at_parent, upgraded, declared)
-    assert not lost, f"upgrade to {label(revision)} lost rows (table: before, after): {lost}"
+    assert not lost, f"upgrade to {name} lost rows (table: before, after): {lost}"
 
     runner.raw_command("downgrade", parent)
-    check(fixture.downgraded, engine, revision, "after downgrade")
+    check(fixture.downgraded, engine, name, "after downgrade")
     lost = undeclared_loss(upgraded, counts(engine), declared, reference=at_parent)
-    assert not lost, f"downgrade of {label(revision)} lost rows (table: before, after): {lost}"
+    assert not lost, f"downgrade of {name} lost rows (table: before, after): {lost}"
 
     runner.raw_command("upgrade", revision)
-    check(fixture.upgraded, engine, revision, "after upgrade, downgrade, upgrade")
+    check(fixture.upgraded, engine, name, "after upgrade, downgrade, upgrade")
 
 
 def test_every_data_file_names_a_revision(data_fixtures: dict[str, data.DataFixture]) -> None:
-    """A data file for a revision that does not exist (a typo, a rebased id) checks nothing."""
-    unknown = sorted(set(data_fixtures) - set(REVISIONS))
+    """A data file for a revision that does not exist (a typo, a rebased id) checks nothing.
+    An application without data files passes: they are needed only where rows are written."""
+    unknown = sorted(set(data_fixtures) - set(history()))
     assert not unknown, f"data files for unknown revisions: {unknown}"
 
 
 def test_revisions_that_write_rows_have_data_checks(
-        data_fixtures: dict[str, data.DataFixture]) -> None:
+        data_fixtures: dict[str, data.DataFixture], scripts: ScriptDirectory) -> None:
     """A revision that updates, deletes or inserts rows itself is a data migration: it ships
     with rows to run over and a check of what it made of them."""
-    missing = [label(script.revision) for script in SCRIPTS.walk_revisions()
+    missing = [label(scripts, script.revision) for script in scripts.walk_revisions()
                if data.writes_rows(harness.script_source(script))
                and not (script.revision in data_fixtures
                         and data_fixtures[script.revision].rows

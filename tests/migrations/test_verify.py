@@ -2,11 +2,17 @@
 
 Ours answers the questions of pytest-alembic's ``test_downgrade_leaves_no_trace`` and
 ``test_up_down_consistency`` from one catalog query per step instead of reflection and
-autogenerate, so it must be shown to agree with them: on copies of the repository, both
-pass the shipped history, and both flag each broken downgrade below, ours naming the
+autogenerate, so it must be shown to agree with them: both pass the checkout's own history
+(whatever application it holds), and both flag each broken downgrade below, ours naming the
 revision at fault. pytest-alembic runs in-process, wired as ``tests/migrations/conftest.py``
-wires it (our app, its env.py, the data files' rows), on the copy's migrations directory;
+wires it (our app, its env.py, the data files' rows), on the history's migrations directory;
 ours runs in-process too, and once through the script, as a user runs it.
+
+The broken revisions go on a copy of the project serving the fixture application
+(``widgets``, ``testkit.support.fixture_project``), never on the checkout's history, so they
+hold whatever application the checkout serves. The app in this process is the checkout's,
+so on the fixture copy the schema is not compared with the models (``models=False``); both
+sides' downgrade checks compare the database with itself, not with the models.
 
 The checks only ours makes (a second upgrade that differs from the first, a downgrade that
 commits a trace outside its transaction, an upgrade that fails) have tests of their own.
@@ -31,21 +37,29 @@ from sqlalchemy.engine import URL
 
 from migration_tools import verify
 from migration_tools.verify import cli as verify_cli
-from testkit.support import copy_repository, revisions, write_revision
-from tests.conftest import ROOT, child_env, execute_sql, url_text
-from tests.migrations import data, harness
+from testkit import harness
+from testkit.support import (
+    FIXTURE_REVISIONS,
+    ROOT,
+    child_env,
+    execute_sql,
+    fixture_project,
+    revisions,
+    url_text,
+    write_revision,
+)
+from tests.migrations import data
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Can't validate argument 'dialect_options':sqlalchemy.exc.SAWarning")
 
-SHIPPED = revisions()
-HEAD = SHIPPED[-1]
-NOTES = 'op.add_column("tasks", sa.Column("probe_note", sa.Text(), nullable=True))'
+FIXTURE_HEAD = FIXTURE_REVISIONS[-1]
+PROBE = 'op.add_column("widgets", sa.Column("probe_note", sa.Text(), nullable=True))'
 
 
 @dataclass(frozen=True)
 class Broken:
-    """A revision on top of the shipped head whose downgrade does not undo its upgrade."""
+    """A revision on top of the fixture's head whose downgrade does not undo its upgrade."""
 
     revision: str
     message: str
@@ -53,7 +67,7 @@ class Broken:
     downgrade: str
     trace: str  # what our report shows of the difference
 
-    def write(self, repo: Path, parent: str = HEAD) -> None:
+    def write(self, repo: Path, parent: str = FIXTURE_HEAD) -> None:
         write_revision(repo, self.revision, parent, self.message, self.upgrade, self.downgrade)
 
     @property
@@ -63,18 +77,18 @@ class Broken:
 
 BROKEN = {
     "downgrade forgets a column": Broken(
-        "cafe00000011", "add task notes", NOTES, "pass  # forgets op.drop_column",
-        "+ column public.tasks.probe_note text"),
+        "cafe00000011", "add widget probe notes", PROBE, "pass  # forgets op.drop_column",
+        "+ column public.widgets.probe_note text"),
     "downgrade forgets an index": Broken(
-        "cafe00000012", "index task titles",
-        'op.create_index("ix_tasks_probe_title", "tasks", ["title"])',
+        "cafe00000012", "index widget names",
+        'op.create_index("ix_widgets_probe_name", "widgets", ["name"])',
         "pass  # forgets op.drop_index",
-        "+ index public.tasks.ix_tasks_probe_title CREATE INDEX ix_tasks_probe_title "
-        "ON public.tasks"),
+        "+ index public.widgets.ix_widgets_probe_name CREATE INDEX ix_widgets_probe_name "
+        "ON public.widgets"),
     "downgrade drops a column the upgrade did not add": Broken(
-        "cafe00000013", "add task summaries", NOTES.replace("probe_note", "probe_summary"),
-        'op.drop_column("tasks", "probe_summary")\nop.drop_column("tasks", "created_at")',
-        "- column public.tasks.created_at timestamp with time zone"),
+        "cafe00000013", "add widget summaries", PROBE.replace("probe_note", "probe_summary"),
+        'op.drop_column("widgets", "probe_summary")\nop.drop_column("widgets", "size")',
+        "- column public.widgets.size integer"),
 }
 
 
@@ -95,7 +109,8 @@ def databases(pg_server) -> Iterator[Callable[[], URL]]:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    return copy_repository(tmp_path / "repo")
+    """A copy of the project serving the fixture application, for a test to break."""
+    return fixture_project(tmp_path / "repo")
 
 
 REFERENCE_CHECKS = {
@@ -115,12 +130,7 @@ def reference(repo: Path, make_database: Callable[[], URL], rows: dict[str, list
     failures = []
     for name in checks:
         with harness.migration_session(make_database()) as session:
-            # MigrationSession.alembic_config, for a migrations directory other than ours.
-            config = session.app.extensions["migrate"].migrate.get_config(
-                directory=str(directory))
-            config.config_args["script_location"] = config.get_main_option("script_location")
-            settings = pytest_alembic.config.Config(alembic_config=config,
-                                                    before_revision_data=rows)
+            settings = session.alembic_config(directory, before_revision_data=rows)
             if name == "test_downgrade_leaves_no_trace":
                 settings = dataclasses.replace(settings, skip_revisions=skip,
                                                minimum_downgrade_revision=harness.newest_merge(
@@ -138,27 +148,37 @@ def rows(data_fixtures) -> dict[str, list[dict]]:
     return data.before_revision_data(data_fixtures)
 
 
-def ours(repo: Path, url: URL, models: bool = True) -> verify.Report:
+def ours(repo: Path, url: URL, models: bool = False) -> verify.Report:
     return verify.verify(url, repo / "migrations", models=models)
 
 
-def test_both_pass_the_shipped_history(repo, databases, rows) -> None:
+def test_both_pass_the_checkouts_history(databases, rows) -> None:
+    """Whatever application the checkout holds: its history, its models, its data files."""
+    report = ours(ROOT, databases(), models=True)
+
+    assert report.all_problems() == []
+    assert [result.revision for result in report.revisions] == revisions(ROOT)
+    assert report.stopped_at is None and report.models_seconds is not None
+    assert reference(ROOT, databases, rows) == []
+
+
+def test_both_pass_the_fixture_history(repo, databases) -> None:
+    """The good history the broken revisions below go on top of: neither side complains
+    before a test breaks it."""
     report = ours(repo, databases())
 
     assert report.all_problems() == []
-    assert [result.revision for result in report.revisions] == SHIPPED
-    assert report.stopped_at is None and report.models_seconds is not None
-    assert reference(repo, databases, rows) == []
+    assert [result.revision for result in report.revisions] == list(FIXTURE_REVISIONS)
+    assert reference(repo, databases, {}) == []
 
 
 @pytest.mark.parametrize("scenario", list(BROKEN))
-def test_both_flag_a_downgrade_that_leaves_a_trace(scenario: str, repo, databases,
-                                                   rows) -> None:
+def test_both_flag_a_downgrade_that_leaves_a_trace(scenario: str, repo, databases) -> None:
     broken = BROKEN[scenario]
     broken.write(repo)
 
     # test_up_down_consistency only proves the downgrades run: these do.
-    failures = reference(repo, databases, rows, ("test_downgrade_leaves_no_trace",))
+    failures = reference(repo, databases, {}, ("test_downgrade_leaves_no_trace",))
     assert len(failures) == 1, failures
     assert f"'{broken.revision}'" in failures[0]
 
@@ -172,16 +192,16 @@ def test_both_flag_a_downgrade_that_leaves_a_trace(scenario: str, repo, database
 
 def test_ours_reports_every_broken_revision_in_one_walk(repo, databases) -> None:
     """A trace is rolled back, so the walk goes on: one run names all three."""
-    parent = HEAD
+    parent = FIXTURE_HEAD
     for broken in BROKEN.values():
         broken.write(repo, parent)
         parent = broken.revision
 
-    report = ours(repo, databases(), models=False)
+    report = ours(repo, databases())
 
     assert report.stopped_at is None
-    assert [r.revision for r in report.revisions] == SHIPPED + [b.revision for b in
-                                                                BROKEN.values()]
+    assert [r.revision for r in report.revisions] == [
+        *FIXTURE_REVISIONS, *(broken.revision for broken in BROKEN.values())]
     assert [p.split(" leaves a trace")[0] for p in report.all_problems()] == [
         f"downgrade of {broken.label}" for broken in BROKEN.values()]
 
@@ -191,22 +211,22 @@ ONLY_OURS = {
     # pytest-alembic's consistency check only runs the second upgrade, ours compares it.
     "a second upgrade differs from the first": (
         "cafe00000021", "add a column named after the data",
-        '''if op.get_bind().exec_driver_sql("SELECT count(*) FROM users").scalar():
-    op.add_column("tasks", sa.Column("second", sa.Text()))
+        '''if op.get_bind().exec_driver_sql("SELECT count(*) FROM widgets").scalar():
+    op.add_column("widgets", sa.Column("second", sa.Text()))
 else:
-    op.add_column("tasks", sa.Column("first", sa.Text()))''',
-        '''op.drop_column("tasks", "first")
-op.execute("INSERT INTO users (email, name) VALUES ('left@example.com', 'Left')")''',
+    op.add_column("widgets", sa.Column("first", sa.Text()))''',
+        '''op.drop_column("widgets", "first")
+op.execute("INSERT INTO widgets (name) VALUES ('left behind')")''',
         ["upgrading cafe00000021 (add a column named after the data) again gives a "
-         "different schema", "- column public.tasks.first text",
-         "+ column public.tasks.second text"]),
+         "different schema", "- column public.widgets.first text",
+         "+ column public.widgets.second text"]),
     "a trace committed outside the transaction": (
-        "cafe00000022", "index task titles concurrently",
+        "cafe00000022", "index widget names concurrently",
         "pass",
         '''with op.get_context().autocommit_block():
-    op.create_index("ix_tasks_probe_title", "tasks", ["title"], postgresql_concurrently=True)''',
-        ["downgrade of cafe00000022 (index task titles concurrently) leaves a trace",
-         "cannot go on after cafe00000022 (index task titles concurrently)"]),
+    op.create_index("ix_widgets_probe_name", "widgets", ["name"], postgresql_concurrently=True)''',
+        ["downgrade of cafe00000022 (index widget names concurrently) leaves a trace",
+         "cannot go on after cafe00000022 (index widget names concurrently)"]),
     "an upgrade that fails": (
         "cafe00000023", "rename a table that is not there",
         'op.rename_table("no_such_table", "still_not_there")', "pass",
@@ -219,7 +239,7 @@ op.execute("INSERT INTO users (email, name) VALUES ('left@example.com', 'Left')"
 @pytest.mark.parametrize("scenario", list(ONLY_OURS))
 def test_ours_flags(scenario: str, repo, databases) -> None:
     revision, message, upgrade, downgrade, expected = ONLY_OURS[scenario]
-    write_revision(repo, revision, HEAD, message, upgrade, downgrade)
+    write_revision(repo, revision, FIXTURE_HEAD, message, upgrade, downgrade)
 
     report = ours(repo, databases())
     problems = "\n".join(report.all_problems())
@@ -229,16 +249,18 @@ def test_ours_flags(scenario: str, repo, databases) -> None:
     assert all(not r.problems for r in report.revisions if r.revision != revision)
 
 
-def test_the_script_verifies_the_shipped_history(empty_db) -> None:
+def test_the_script_verifies_the_checkouts_history(empty_db) -> None:
+    history = revisions(ROOT)
+
     proc = subprocess.run([str(ROOT / "scripts/verify_migrations.sh"), "-v"],
                           cwd=ROOT, env=child_env(empty_db), capture_output=True, text=True,
                           timeout=120)
 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
-    assert [line.split()[:2] for line in lines[:len(SHIPPED)]] == [
-        ["ok", revision] for revision in SHIPPED], proc.stdout
-    assert lines[-1].startswith(f"verified {len(SHIPPED)} revision(s) in "), proc.stdout
+    assert [line.split()[:2] for line in lines[:len(history)]] == [
+        ["ok", revision] for revision in history], proc.stdout
+    assert lines[-1].startswith(f"verified {len(history)} revision(s) in "), proc.stdout
     assert lines[-1].endswith(" s per revision)"), proc.stdout
 
 
@@ -258,8 +280,9 @@ def test_refuses_a_database_that_is_not_empty(empty_db) -> None:
     assert execute_sql(empty_db, "SELECT to_regclass('keep_me') IS NOT NULL") == [(True,)]
 
 
-def test_server_url_makes_and_drops_its_scratch_database(pg_server) -> None:
-    code, out, err = run_cli("--server-url", url_text(pg_server.url), "--no-models")
+def test_server_url_makes_and_drops_its_scratch_database(pg_server, fixture_repo) -> None:
+    code, out, err = run_cli("--server-url", url_text(pg_server.url), "--no-models",
+                             "--migrations", str(fixture_repo / "migrations"))
 
     assert code == 0, out + err
     name = err.split("created scratch database ")[1].split(";")[0]
@@ -271,19 +294,20 @@ def test_server_url_makes_and_drops_its_scratch_database(pg_server) -> None:
 def test_ours_flags_a_downgrade_that_leaves_a_constraint_validated(repo, databases) -> None:
     """A downgrade of VALIDATE CONSTRAINT that does nothing leaves the constraint stronger
     than it found it; pytest-alembic's autogenerate diff cannot see NOT VALID, ours does."""
-    write_revision(repo, "cafe00000014", HEAD, "check task titles", stamp="20261120_1000",
-                   upgrade="op.execute(\"ALTER TABLE tasks ADD CONSTRAINT ck_probe_title "
-                           "CHECK (title <> '') NOT VALID\")",
-                   downgrade='op.execute("ALTER TABLE tasks DROP CONSTRAINT ck_probe_title")')
-    write_revision(repo, "cafe00000015", "cafe00000014", "validate task titles",
+    write_revision(repo, "cafe00000014", FIXTURE_HEAD, "check widget names",
+                   stamp="20261120_1000",
+                   upgrade="op.execute(\"ALTER TABLE widgets ADD CONSTRAINT ck_probe_name "
+                           "CHECK (name <> '') NOT VALID\")",
+                   downgrade='op.execute("ALTER TABLE widgets DROP CONSTRAINT ck_probe_name")')
+    write_revision(repo, "cafe00000015", "cafe00000014", "validate widget names",
                    stamp="20261120_1001",
-                   upgrade='op.execute("ALTER TABLE tasks VALIDATE CONSTRAINT ck_probe_title")',
+                   upgrade='op.execute("ALTER TABLE widgets VALIDATE CONSTRAINT ck_probe_name")',
                    downgrade="pass  # leaves it validated")
 
-    report = ours(repo, databases(), models=False)
+    report = ours(repo, databases())
 
     problems = [p for p in report.all_problems() if p.startswith("downgrade of")]
     assert len(problems) == 1, report.all_problems()
-    assert problems[0].startswith("downgrade of cafe00000015 (validate task titles) leaves")
-    assert "- constraint public.tasks.ck_probe_title CHECK (((title)::text <> ''::text)) " \
+    assert problems[0].startswith("downgrade of cafe00000015 (validate widget names) leaves")
+    assert "- constraint public.widgets.ck_probe_name CHECK (((name)::text <> ''::text)) " \
         "NOT VALID" in problems[0], problems[0]

@@ -7,7 +7,7 @@ from backend.models.project import slugify
 from tests.migrations.data import rows
 
 NAMES = ["My First Project!", "  Hello   World  ", "???", "Ünïcode Näme", "a--b__c",
-         "CamelCase2026"]
+         "CamelCase2026", "  trailing-  ", "!!!"]
 
 ROWS = [
     {"__tablename__": "users", "id": 1000, "email": "slug-owner@example.com", "name": "Owner"},

@@ -11,8 +11,8 @@ revision that touches data (a backfill, a constraint, a type change) ships a dat
     (``test_upgrade``, ``test_up_down_consistency``, ``test_model_definitions_match_ddl``,
     ``test_downgrade_leaves_no_trace`` and every data test), so the revisions after this one
     run over them too. Rows of all data files share the tables: give explicit primary keys
-    from a block no other data file uses (ours: 1000-1999, 2000-2999, ... in history order)
-    and unique values where a column is unique (emails).
+    from a block no other data file uses (1000-1999, 2000-2999, ..., one per file) and
+    unique values where a column is unique (emails).
 
 ``def upgraded(db: Connection) -> None``
     Asserts what must hold once the revision has upgraded over those rows.
@@ -78,15 +78,17 @@ class DataFixture:
         return self.upgraded is not None or self.downgraded is not None
 
 
-def load() -> dict[str, DataFixture]:
-    """Every data file, by revision. Imported by module name (``importlib`` accepts an id
-    that starts with a digit, where an import statement would not), so that pytest, told to
-    by the migrations conftest, rewrites their asserts and a failed check shows its values."""
+def load(directory: Path = DIRECTORY, package: str = __name__) -> dict[str, DataFixture]:
+    """Every data file in ``directory`` (the package ``package``), by revision; none is
+    fine, since data files are optional. Imported by module name (``importlib`` accepts an
+    id that starts with a digit, where an import statement would not), so that pytest, told
+    to by the migrations conftest, rewrites their asserts and a failed check shows its
+    values. ``directory`` is another package only for the tests of this loader."""
     fixtures = {}
-    for path in sorted(DIRECTORY.glob("*.py")):
+    for path in sorted(directory.glob("*.py")):
         if path.name.startswith("_"):
             continue
-        module = importlib.import_module(f"{__name__}.{path.stem}")
+        module = importlib.import_module(f"{package}.{path.stem}")
         stray = [name for name, value in vars(module).items()
                  if callable(value) and getattr(value, "__module__", None) == module.__name__
                  and not name.startswith("_") and name not in CHECKS]
