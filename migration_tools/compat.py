@@ -1,13 +1,20 @@
-"""``scripts/check_compat.sh [--against REF]``: does the previous release still work on the
-schema this checkout's revisions make?
+"""``scripts/check_compat.sh [--against REF] [--tests PATH]...``: does the previous release
+still work on the schema this checkout's revisions make?
 
 Expand/contract only works if each step leaves the running (older) code working: in a
 rolling deploy and after a code rollback, release N serves on N+1's schema. This runs
-release N's own API tests against a database migrated with *this* checkout's revisions:
-a copy of REF (``git archive``) whose ``migrations/versions/`` is replaced by ours, then
-REF's ``tests/api``. A revision that drops or renames a column N reads, or adds a NOT NULL
-column N does not write, fails those tests, and the report names them with the revisions
-N does not have.
+release N's own tests against a database migrated with *this* checkout's revisions: a copy
+of REF (``git archive``) whose ``migrations/versions/`` is replaced by ours, then REF's
+tests (``--tests``, else ``COMPAT_TESTS``, else ``tests/api``). A revision that drops or
+renames a column N reads, or adds a NOT NULL column N does not write, fails those tests, and
+the report names them with the revisions N does not have.
+
+A verdict is only given when tests ran. When REF's tests do not collect or import, none are
+found, all are skipped, or REF is unknown, the answer is "could not check" (exit 2), never
+"breaks on the schema": a false verdict sends a team to rewrite a revision that is fine.
+For the same reason a test that fails on the new schema is run once more on REF's *own*
+revisions: if it fails there too, the schema is not the cause (a missing service, a test
+that never passed), and that is "could not check" as well.
 
 Exit 0: compatible; 1: REF's tests fail on the new schema; 2: could not check.
 """
@@ -15,22 +22,53 @@ Exit 0: compatible; 1: REF's tests fail on the new schema; 2: could not check.
 from __future__ import annotations
 
 import argparse
-import re
+import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 
 from alembic.script import ScriptDirectory
 
+from migration_tools import compat_report
+
 ROOT = Path(__file__).resolve().parents[1]
 VERSIONS = Path("migrations") / "versions"
-API_TESTS = "tests/api"
+TESTS_ENV = "COMPAT_TESTS"
+DEFAULT_TESTS = ("tests/api",)
+SAFE_MIGRATION_DOCS = "'Writing a safe migration' in the docs"
+_PLUGIN = "compat_report_plugin"
 
 
 class CompatError(RuntimeError):
     """The check could not run; the message is one line."""
+
+
+@dataclass
+class Run:
+    """How one pytest run of REF's tests went (from the compat_report plugin)."""
+
+    exit_code: int
+    collect_errors: list[dict] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)
+    ran: int = 0
+    skipped: int = 0
+    output: str = ""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """REF's tests ran on the new schema: those that failed, and the revisions REF lacks."""
+
+    ref: str
+    tests: tuple[str, ...]
+    failures: tuple[dict, ...]
+    new_revisions: tuple[str, ...]
+    ran: int
 
 
 def _git(*args: str, cwd: Path = ROOT) -> str:
@@ -47,14 +85,48 @@ def default_ref() -> str:
     return tags[0] if tags else "HEAD~1"
 
 
-def revisions_in(versions: Path) -> set[str]:
-    scripts = ScriptDirectory(str(versions.parent), version_locations=[str(versions)])
-    return {rev.revision for rev in scripts.walk_revisions()}
+def tests_to_run(flags: list[str] | None, environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The tests to run, as paths inside REF's tree: ``--tests`` (repeatable), else the
+    space-separated ``COMPAT_TESTS``, else ``tests/api``. Checked before anything runs."""
+    chosen = flags or environ.get(TESTS_ENV, "").split() or list(DEFAULT_TESTS)
+    paths = []
+    for raw in chosen:
+        path_part, sep, node = raw.partition("::")
+        path = Path(path_part)
+        if path.is_absolute():
+            try:
+                path = path.resolve().relative_to(ROOT)
+            except ValueError:
+                raise CompatError(f"test path {raw!r} is outside the repository; give a path "
+                                  "inside it, as REF's tree has it") from None
+        posix = PurePosixPath(path.as_posix())
+        if not path_part or ".." in posix.parts:
+            raise CompatError(f"test path {raw!r} must name a file or folder inside the "
+                              "repository")
+        paths.append(f"{posix}{sep}{node}")
+    return tuple(paths)
+
+
+def revisions_in(versions: Path, where: str) -> set[str]:
+    """The revision ids of a versions folder; an unreadable history cannot be checked."""
+    if not versions.is_dir():
+        raise CompatError(f"{where} has no {VERSIONS}/")
+    try:
+        scripts = ScriptDirectory(str(versions.parent), version_locations=[str(versions)])
+        return {rev.revision for rev in scripts.walk_revisions()}
+    except Exception as exc:  # any error in a revision file means no history to compare
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CompatError(f"cannot read {where}'s revisions: {first}") from None
 
 
 def checkout(ref: str, dest: Path) -> None:
     """REF's tree, as committed, into ``dest`` (no worktree bookkeeping left behind)."""
-    _git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    try:
+        _git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    except CompatError:
+        raise CompatError(f"{ref!r} is not a commit this repository knows (fetch it, or "
+                          "name a tag or commit with --against)") from None
+    dest.mkdir(parents=True, exist_ok=True)
     archive = subprocess.Popen(["git", "archive", "--format=tar", ref], cwd=ROOT,
                                stdout=subprocess.PIPE)
     untar = subprocess.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout,
@@ -64,52 +136,129 @@ def checkout(ref: str, dest: Path) -> None:
         raise CompatError(f"could not extract {ref}: {untar.stderr.decode().strip()}")
 
 
-def check(ref: str, verbose: bool = False) -> tuple[list[str], list[str]]:
-    """(REF's failing tests, our revisions REF does not have); raises CompatError."""
+def run_tests(tree: Path, tests: tuple[str, ...], work: Path, verbose: bool) -> Run:
+    """REF's tests in ``tree``, with the report plugin beside them (not in REF's tree)."""
+    plugin_dir = work / "plugin"
+    plugin_dir.mkdir(exist_ok=True)
+    shutil.copy2(Path(compat_report.__file__), plugin_dir / f"{_PLUGIN}.py")
+    report_file = work / "report.json"
+    report_file.unlink(missing_ok=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(plugin_dir),
+                                                      env.get("PYTHONPATH")]))
+    env[compat_report.REPORT_ENV] = str(report_file)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "-p", _PLUGIN, "-x", *tests], cwd=tree, env=env,
+                          capture_output=True, text=True)
+    if verbose:
+        print(proc.stdout, proc.stderr, file=sys.stderr)
+    run = Run(proc.returncode, output=proc.stdout + proc.stderr)
+    if report_file.is_file():
+        state = json.loads(report_file.read_text())
+        for record in state["collect_errors"] + state["failures"]:
+            record["detail"] = record["detail"].replace(f"{tree}{os.sep}", "")  # REF-relative
+        run.collect_errors, run.failures = state["collect_errors"], state["failures"]
+        run.ran, run.skipped = state["ran"], state["skipped"]
+    return run
+
+
+def could_not_run(ref: str, tests: tuple[str, ...], run: Run) -> str | None:
+    """Why this run gives no verdict, in one line; None when tests ran."""
+    shown = " ".join(tests)
+    if run.collect_errors:
+        first = run.collect_errors[0]
+        more = len(run.collect_errors) - 1
+        return (f"{ref}'s tests do not collect: {first['nodeid'] or shown}: {first['detail']}"
+                + (f" (and {more} more)" if more else ""))
+    if run.exit_code == 5:
+        return f"no tests found in {ref}'s {shown}"
+    if run.exit_code not in (0, 1):
+        return (f"{ref}'s tests could not run (pytest exit {run.exit_code}): "
+                f"{compat_report.one_line(run.output)}")
+    if run.exit_code == 1 and not run.failures:
+        return f"{ref}'s tests failed without naming a test: {compat_report.one_line(run.output)}"
+    if not run.failures and run.ran == 0:
+        return f"every test in {ref}'s {shown} was skipped ({run.skipped}); none ran"
+    return None
+
+
+def check(ref: str, tests: tuple[str, ...], verbose: bool = False) -> Verdict:
+    """Run REF's tests on this checkout's revisions; raises CompatError when no verdict."""
     with tempfile.TemporaryDirectory(prefix="compat-") as tmp:
-        old = Path(tmp)
-        checkout(ref, old)
-        if not (old / API_TESTS).is_dir():
-            raise CompatError(f"{ref} has no {API_TESTS}/ to run")
-        new_revisions = sorted(revisions_in(ROOT / VERSIONS) - revisions_in(old / VERSIONS))
-        shutil.rmtree(old / VERSIONS)
-        shutil.copytree(ROOT / VERSIONS, old / VERSIONS,
+        work = Path(tmp)
+        release = work / "release"
+        checkout(ref, release)
+        missing = [t for t in tests if not (release / t.partition("::")[0]).exists()]
+        if missing:
+            raise CompatError(f"{ref} has no {', '.join(missing)} to run")
+        new_revisions = sorted(revisions_in(ROOT / VERSIONS, "this checkout")
+                               - revisions_in(release / VERSIONS, ref))
+        shutil.rmtree(release / VERSIONS)
+        shutil.copytree(ROOT / VERSIONS, release / VERSIONS,
                         ignore=shutil.ignore_patterns("__pycache__"))
-        print(f"check_compat: running {ref}'s {API_TESTS} on this checkout's revisions "
+        print(f"check_compat: running {ref}'s {' '.join(tests)} on this checkout's revisions "
               f"({len(new_revisions)} new: {', '.join(new_revisions) or 'none'})",
               file=sys.stderr)
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                               "-x", API_TESTS], cwd=old, capture_output=True, text=True)
-        if verbose:
-            print(proc.stdout, proc.stderr, file=sys.stderr)
-        failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", proc.stdout, re.M)
-        if proc.returncode not in (0, 1) or (proc.returncode == 1 and not failed):
-            tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
-            raise CompatError(f"{ref}'s tests could not run: {' / '.join(tail)}")
-        return failed, new_revisions
+        run = run_tests(release, tests, work, verbose)
+        reason = could_not_run(ref, tests, run)
+        if reason:
+            raise CompatError(reason)
+        if run.failures:
+            confirm_on_own_schema(ref, run.failures, work, verbose)
+        return Verdict(ref, tests, tuple(run.failures), tuple(new_revisions), run.ran)
+
+
+def confirm_on_own_schema(ref: str, failures: list[dict], work: Path, verbose: bool) -> None:
+    """The failed tests again, on REF's own revisions: a test that fails there too does not
+    fail because of the new schema, so there is no verdict to give."""
+    own = work / "own"
+    checkout(ref, own)
+    ids = tuple(dict.fromkeys(f["nodeid"] for f in failures))
+    print(f"check_compat: confirming on {ref}'s own revisions: {', '.join(ids)}",
+          file=sys.stderr)
+    again = run_tests(own, ids, work, verbose)
+    reason = could_not_run(ref, ids, again)
+    if reason:
+        raise CompatError(f"{reason} (on {ref}'s own revisions)")
+    if again.failures:
+        first = again.failures[0]
+        raise CompatError(f"{first['nodeid']} fails on {ref}'s own revisions too, so the new "
+                          f"schema is not the cause: {first['detail']}")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0 compatible, 1 REF breaks on the new schema, 2 could not check."""
     parser = argparse.ArgumentParser(
         prog="scripts/check_compat.sh",
-        description="Run the previous release's API tests on this checkout's schema.")
+        description="Run the previous release's tests on a database migrated with this "
+                    "checkout's revisions.",
+        epilog="exit status: 0 compatible; 1 the previous release's tests fail on this "
+               "schema (named, with the new revisions); 2 could not check (REF unknown, its "
+               "tests do not collect or import, none found or all skipped)")
     parser.add_argument("--against", metavar="REF",
                         help="the release to check (default: the newest tag, else HEAD~1)")
+    parser.add_argument("--tests", metavar="PATH", action="append",
+                        help=f"REF's tests to run, a path in its tree (repeatable; default: "
+                             f"${TESTS_ENV}, space-separated, else {' '.join(DEFAULT_TESTS)})")
     parser.add_argument("-v", "--verbose", action="store_true", help="show pytest's output")
     args = parser.parse_args(argv)
     try:
+        tests = tests_to_run(args.tests, os.environ)
         ref = args.against or default_ref()
-        failed, new_revisions = check(ref, args.verbose)
+        verdict = check(ref, tests, args.verbose)
     except CompatError as exc:
         print(f"check_compat: could not check: {exc}", file=sys.stderr)
         return 2
-    if failed:
+    if verdict.failures:
+        names = ", ".join(dict.fromkeys(f["nodeid"] for f in verdict.failures))
         print(f"check_compat: {ref} breaks on the schema of revision(s) "
-              f"{', '.join(new_revisions) or '(none new)'}: {', '.join(failed)} failed. Make "
-              "the change in expand/contract steps (README, 'Writing a safe migration')",
-              file=sys.stderr)
+              f"{', '.join(verdict.new_revisions) or '(none new)'}: {names} failed. Make "
+              f"the change in expand/contract steps ({SAFE_MIGRATION_DOCS})", file=sys.stderr)
+        for failure in verdict.failures:
+            print(f"  {failure['nodeid']}: {failure['detail']}", file=sys.stderr)
         return 1
-    print(f"check_compat: {ref}'s API tests pass on this checkout's schema", file=sys.stderr)
+    print(f"check_compat: {ref}'s {' '.join(tests)} pass on this checkout's schema "
+          f"({verdict.ran} test(s) ran)", file=sys.stderr)
     return 0
 
 

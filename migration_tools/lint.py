@@ -1,4 +1,5 @@
-"""``scripts/lint_migrations.sh [--warn-only] [REV...]``: lint each revision's SQL with squawk.
+"""``scripts/lint_migrations.sh [--warn-only] [--write-baseline REASON] [REV...]``: lint each
+revision's SQL with squawk.
 
 A revision that reads well in Python can still lock a busy table for minutes: an index
 built without CONCURRENTLY, a NOT NULL column without a default, a type change that
@@ -23,12 +24,18 @@ To silence one rule for one revision, put a comment anywhere in the revision fil
 One rule per comment. The reason is required: a comment without one silences nothing
 and is itself a finding, so every exception to a rule says why in the file it excuses.
 
+Revisions that can never be rewritten (an inherited history) cannot take that comment: it
+would change their checksums. Their findings are accepted in ``migrations/lint-baseline.txt``
+instead (``migration_tools.lint_baseline``; ``--write-baseline REASON`` writes it); a finding
+the file does not list still fails, and a line whose finding is gone fails as stale.
+
 A revision that cannot be rendered offline (typically one that reads rows from Python)
 is a finding too, ``cannot render offline: <error>``: its SQL cannot be checked, and
 ``flask db upgrade --sql`` cannot print it either.
 
-Exit status: 1 when any finding remains (0 with ``--warn-only``), 2 when the lint
-itself cannot run (an unknown revision, squawk missing or refusing its settings).
+Exit status: 1 when any finding remains or a baseline line is stale (0 with
+``--warn-only``), 2 when the lint itself cannot run (an unknown revision, squawk missing
+or refusing its settings, a malformed baseline line).
 """
 
 from __future__ import annotations
@@ -58,6 +65,8 @@ from alembic.util import CommandError, to_tuple
 from backend import create_app
 from backend.config import Config, ConfigError, database_url_setting, parse_database_url
 from backend.postgres import describe_error
+from migration_tools import lint_baseline
+from migration_tools.lint_baseline import BASELINE_FILE, LINE_SYNTAX, Baseline, BaselineError
 
 if TYPE_CHECKING:
     from alembic.script import Script
@@ -308,14 +317,28 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                f"  {IGNORE_SYNTAX}\n"
                "One rule per comment; the reason is required (without one, the comment is "
                "itself a finding).\n\n"
-               "exit status: 0 clean, 1 findings (0 with --warn-only), 2 the lint could "
-               "not run",
+               "Revisions that cannot be rewritten (the comment would change their "
+               f"checksum): accept their findings in migrations/{BASELINE_FILE}, one a "
+               f"line:\n  {LINE_SYNTAX}\n"
+               "A finding it does not list fails; a line whose finding no longer occurs "
+               "fails as stale.\n\n"
+               "exit status: 0 clean, 1 findings or stale baseline lines (0 with "
+               "--warn-only), 2 the lint could not run",
     )
     parser.add_argument("--warn-only", action="store_true",
                         help="print the findings but exit 0")
+    parser.add_argument("--write-baseline", metavar="REASON",
+                        help=f"write every current finding into migrations/{BASELINE_FILE} "
+                             "(lines still true keep their reason; new ones get REASON; "
+                             "stale ones go), then exit 0")
     parser.add_argument("revisions", nargs="*", metavar="REV",
                         help="revisions to lint (ids, unique prefixes, head); default: all")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.write_baseline is not None and args.revisions:
+        parser.error("--write-baseline covers the whole history: give no REV")
+    if args.write_baseline is not None and not re.search(r"\w", args.write_baseline):
+        parser.error("--write-baseline needs a reason: why these findings are accepted")
+    return args
 
 
 def project_settings(root: Path) -> Path | None:
@@ -328,35 +351,49 @@ def project_settings(root: Path) -> Path | None:
     return None
 
 
-def run(args: argparse.Namespace) -> tuple[Path, list[Revision], list[Finding]]:
-    """Lint what the arguments ask for; return the repository root, revisions, findings."""
+def run(args: argparse.Namespace) -> tuple[Path, Baseline, list[Revision], list[Finding]]:
+    """Lint what the arguments ask for; return the repository root, the baseline (read
+    first: a malformed line stops the lint before any work), revisions, findings."""
     app = offline_app()
     with app.app_context():
         config = app.extensions["migrate"].migrate.get_config()
         scripts = ScriptDirectory.from_config(config)
         root = Path(scripts.dir).resolve().parent
+        baseline = lint_baseline.read_baseline(Path(scripts.dir).resolve(), root)
         revisions = select_revisions(scripts, args.revisions)
         settings = project_settings(root)
         print(f"lint_migrations: rendering {len(revisions)} revision(s) offline, then "
               f"linting them with squawk ({settings.name if settings else 'defaults'})",
               file=sys.stderr)
         findings = lint_revisions(config, scripts, revisions, settings)
-    return root, revisions, findings
+    return root, baseline, revisions, findings
 
 
 def main(argv: Sequence[str]) -> int:
-    """Exit status for CI: 1 on findings unless --warn-only, 2 when the lint cannot run."""
+    """Exit status for CI: 1 on findings or stale baseline lines unless --warn-only, 2 when
+    the lint cannot run."""
     args = parse_args(argv)
 
     try:
-        root, revisions, findings = run(args)
-    except (ConfigError, LintError, CommandError) as exc:
+        root, baseline, revisions, findings = run(args)
+        if args.write_baseline is not None:
+            written = lint_baseline.write_baseline(baseline, findings, args.write_baseline)
+            for finding in findings:
+                print(f"accepted: {finding.render(root)}")
+            print(written)
+            return 0
+    except (ConfigError, LintError, CommandError, BaselineError) as exc:
         print(f"lint_migrations: {exc}", file=sys.stderr)
         return 2
-    for finding in findings:
-        print(finding.render(root))
-    print(f"{len(revisions)} revision(s) linted, {len(findings)} finding(s)")
-    return 1 if findings and not args.warn_only else 0
+    # Linting the whole history judges every baseline line; a few revisions, only theirs.
+    judgement = lint_baseline.judge(baseline, findings,
+                                    {rev.ident for rev in revisions} if args.revisions else None)
+    for line in lint_baseline.report_lines(baseline, judgement, root):
+        print(line)
+    print(f"{len(revisions)} revision(s) linted, {len(judgement.failures)} finding(s)"
+          f"{lint_baseline.summary_suffix(baseline, judgement)}")
+    failed = judgement.failures or judgement.stale
+    return 1 if failed and not args.warn_only else 0
 
 
 if __name__ == "__main__":
