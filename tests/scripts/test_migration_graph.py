@@ -1,4 +1,9 @@
-"""scripts/migration_graph.sh: the revision history as Mermaid, heads and current marked."""
+"""scripts/migration_graph.sh: the revision history as Mermaid, heads and current marked.
+
+Each test draws a copy of the project serving the fixture application, with the branches
+and merges it needs written into that copy, so the proof holds whatever history the
+checkout ships.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,9 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from migration_tools.graph import Node, render_mermaid
-from testkit.support import copy_repository, revisions
+from testkit.support import FIXTURE_REVISIONS, fixture_project, revisions, write_revision
 from tests.conftest import child_env, execute_sql, run_flask
 
-SHIPPED = revisions()
 NODE = re.compile(r'^\s+rev_(\w+)\["(.*)"\]$', re.M)
 EDGE = re.compile(r"^\s+rev_(\w+) --> rev_(\w+)$", re.M)
 CLASS = re.compile(r"^\s+class ([\w,]+) (\w+)$", re.M)
@@ -40,18 +44,15 @@ def classed(chart: str, name: str) -> list[str]:
     return found
 
 
-def branch_file(rev: str, parent: str | tuple[str, str], message: str) -> str:
-    return (f'"""{message}"""\nrevision = "{rev}"\ndown_revision = {parent!r}\n'
-            "branch_labels = None\ndepends_on = None\n\n\n"
-            "def upgrade():\n    pass\n\n\ndef downgrade():\n    pass\n")
-
-
 @pytest.fixture
 def repo(tmp_path) -> Path:
-    return copy_repository(tmp_path / "repo")
+    return fixture_project(tmp_path / "repo")
 
 
-def test_the_shipped_history_has_every_revision_and_one_head(repo):
+def test_the_history_has_every_revision_and_one_head(repo):
+    # Arrange: the fixture's history and one more revision on it, as a team's grows.
+    write_revision(repo, "gr0000000001", FIXTURE_REVISIONS[-1], "add widget tags")
+
     # Act
     proc = graph(repo)
 
@@ -62,12 +63,13 @@ def test_the_shipped_history_has_every_revision_and_one_head(repo):
     scripts = ScriptDirectory(str(repo / "migrations"))
     every = {s.revision for s in scripts.walk_revisions()}
     labels = nodes(chart)
-    assert set(labels) == every and set(SHIPPED) <= every
+    assert set(labels) == every == {*FIXTURE_REVISIONS, "gr0000000001"}
     for script in scripts.walk_revisions():
         assert script.doc in labels[script.revision]
         if script.down_revision:
             assert (script.down_revision, script.revision) in edges(chart)
     [head] = scripts.get_heads()
+    assert head == "gr0000000001"
     assert classed(chart, "head") == [head]
     assert [rev for rev, label in labels.items() if "(head)" in label] == [head]
     assert "(current)" not in chart and classed(chart, "current") == []
@@ -77,13 +79,10 @@ def test_the_shipped_history_has_every_revision_and_one_head(repo):
 def test_a_merge_shows_both_parents_as_edges_into_it(repo):
     # Arrange: two branches on the head, then a merge revision joining them.
     [parent] = ScriptDirectory(str(repo / "migrations")).get_heads()
-    versions = repo / "migrations/versions"
-    (versions / "20261120_1200_aaaa00000001_branch_a.py").write_text(
-        branch_file("aaaa00000001", parent, "branch a"))
-    (versions / "20261120_1300_bbbb00000002_branch_b.py").write_text(
-        branch_file("bbbb00000002", parent, "branch b"))
-    (versions / "20261121_0900_cccc00000003_merge.py").write_text(
-        branch_file("cccc00000003", ("aaaa00000001", "bbbb00000002"), "merge a and b"))
+    write_revision(repo, "aaaa00000001", parent, "branch a", stamp="20261120_1200")
+    write_revision(repo, "bbbb00000002", parent, "branch b", stamp="20261120_1300")
+    write_revision(repo, "cccc00000003", ("aaaa00000001", "bbbb00000002"), "merge a and b",
+                   stamp="20261121_0900")
 
     # Act
     proc = graph(repo)
@@ -100,8 +99,7 @@ def test_a_merge_shows_both_parents_as_edges_into_it(repo):
 def test_two_heads_are_both_marked(repo):
     [parent] = ScriptDirectory(str(repo / "migrations")).get_heads()
     for rev in ("aaaa00000001", "bbbb00000002"):
-        (repo / f"migrations/versions/20261120_1200_{rev}_branch.py").write_text(
-            branch_file(rev, parent, f"branch {rev}"))
+        write_revision(repo, rev, parent, f"branch {rev}", stamp="20261120_1200")
 
     proc = graph(repo)
 
@@ -110,15 +108,15 @@ def test_two_heads_are_both_marked(repo):
     assert "2 head(s)" in proc.stderr
 
 
-def test_the_database_revision_is_marked_current(repo, head_db):
+def test_the_database_revision_is_marked_current(repo, fixture_db):
     # Arrange: the database one revision behind head.
     [head] = ScriptDirectory(str(repo / "migrations")).get_heads()
     below = ScriptDirectory(str(repo / "migrations")).get_revision(head).down_revision
-    run_flask(["db", "downgrade", below], head_db, cwd=repo)
-    assert execute_sql(head_db, "SELECT version_num FROM alembic_version") == [(below,)]
+    run_flask(["db", "downgrade", below], fixture_db, cwd=repo)
+    assert execute_sql(fixture_db, "SELECT version_num FROM alembic_version") == [(below,)]
 
     # Act
-    proc = graph(repo, head_db)
+    proc = graph(repo, fixture_db)
 
     # Assert
     assert proc.returncode == 0, proc.stderr
@@ -129,13 +127,13 @@ def test_the_database_revision_is_marked_current(repo, head_db):
     assert f"is at {below}" in proc.stderr
 
 
-def test_an_unreachable_database_still_gets_the_graph(repo, head_db):
-    url = head_db.set(host="127.0.0.1", port=1, query={}, password="Hidd3n")
+def test_an_unreachable_database_still_gets_the_graph(repo, fixture_db):
+    url = fixture_db.set(host="127.0.0.1", port=1, query={}, password="Hidd3n")
 
     proc = graph(repo, url)
 
     assert proc.returncode == 0, proc.stderr
-    assert set(SHIPPED) <= set(nodes(proc.stdout))
+    assert set(FIXTURE_REVISIONS) <= set(nodes(proc.stdout))
     assert "cannot reach the database" in proc.stderr
     assert "no current revision" in proc.stderr
     assert "(current)" not in proc.stdout
@@ -153,7 +151,7 @@ def test_output_writes_a_file(repo, tmp_path, name, fenced):
     text = out.read_text()
     assert text.startswith("```mermaid\nflowchart TD\n") == fenced
     assert text.rstrip().endswith("```") == fenced
-    assert "flowchart TD" in text and set(SHIPPED) <= set(nodes(text))
+    assert "flowchart TD" in text and set(FIXTURE_REVISIONS) <= set(nodes(text))
 
 
 def test_labels_escape_quotes_and_markup():
@@ -167,7 +165,8 @@ def test_labels_escape_quotes_and_markup():
 
 def test_without_database_url_it_marks_the_embedded_databases_revision(repo):
     # Arrange: the checkout's embedded development database, two revisions below head.
-    below = revisions()[-3]
+    write_revision(repo, "gr0000000001", FIXTURE_REVISIONS[-1], "add widget tags")
+    below = revisions(repo)[-3]
     migrated = subprocess.run(["flask", "db", "upgrade", below], cwd=repo, env=child_env(None),
                               capture_output=True, text=True, timeout=120)
     assert migrated.returncode == 0, migrated.stderr
