@@ -29,7 +29,7 @@ def create_app(config: Config | None = None) -> Flask:
     from backend.cli import migrations_cli
     from backend.extensions import db, migrate
     from backend.logs import configure_logging
-    from backend.serving import outage
+    from backend.serving import body, outage
     from backend.serving.engine import engine_options, forbid_inherited_connections
     from backend.serving.health import health
 
@@ -49,6 +49,7 @@ def create_app(config: Config | None = None) -> Flask:
     with app.app_context():
         forbid_inherited_connections(db.engine)
     outage.init_app(app)
+    body.init_app(app)
     migrate.init_app(
         app, db, directory=str(MIGRATIONS_DIR),
         compare_type=True, compare_server_default=True, render_as_batch=False,

@@ -1,18 +1,17 @@
 """Benchmark 8: a rolling deploy under load, from N to N+1 and back to N.
 
 testkit/rollout.py's harness, with more clients and rows than the suite uses: two replicas of
-N (this checkout) serve a read/write mix; a replica of N+1 (three expand revisions on
-``tasks``: a column, a concurrent index, a batched backfill) starts, migrates and becomes
-ready; the N replicas leave rotation and stop one by one, a second N+1 replica joins; then N
-starts again on the new schema (a code rollback). Reported: failed requests (target 0),
-latency during the deploy against steady state before it (target: p99 within 2x), and
-seconds from N+1's start to its first ready answer.
+N (the fixture application, ``widgets``) serve a read/write mix; a replica of N+1 (three
+expand revisions on ``widgets``: a column, a concurrent index, a batched backfill) starts,
+migrates and becomes ready; the N replicas leave rotation and stop one by one, a second
+N+1 replica joins; then N starts again on the new schema (a code rollback). Reported: failed
+requests (target 0), latency during the deploy against steady state before it (target: p99
+within 2x), and seconds from N+1's start to its first ready answer.
 """
 
 from __future__ import annotations
 
 from bench.common import (
-    ROOT,
     BenchResult,
     Context,
     Row,
@@ -22,7 +21,15 @@ from bench.common import (
     run_timed,
     summarize,
 )
-from testkit.rollout import Fleet, Traffic, fill_tasks, next_release, roll, serve_release
+from testkit.rollout import (
+    Fleet,
+    Traffic,
+    fill_widgets,
+    next_release,
+    release,
+    roll,
+    serve_release,
+)
 
 CLIENTS = 16
 STEADY = 5.0
@@ -34,18 +41,18 @@ def _latencies(traffic: Traffic, start: float, end: float) -> list[float]:
 
 
 def _one(ctx: Context, rows: int, rnd: int) -> dict[str, float]:
-    """One deploy and rollback on a fresh database of ``rows`` tasks."""
+    """One deploy and rollback on a fresh database of ``rows`` widgets."""
     url = ctx.pg.create_database()
     workdir = ctx.workdir / f"round{rnd}"
     workdir.mkdir()
-    run_timed(["flask", "db", "upgrade"], ROOT, child_env(url), workdir / "prepare.log")
-    _, project = fill_tasks(url, rows)
-    newer = next_release(workdir / "next")
+    current, newer = release(workdir / "n"), next_release(workdir / "next")
+    run_timed(["flask", "db", "upgrade"], current, child_env(url), workdir / "prepare.log")
+    fill_widgets(url, rows)
     fleet = Fleet(url, workdir)
     try:
-        serve_release(fleet, ROOT)
-        with Traffic(fleet, project, clients=CLIENTS) as traffic:
-            rollout = roll(fleet, ROOT, newer, steady=STEADY)
+        serve_release(fleet, current)
+        with Traffic(fleet, clients=CLIENTS) as traffic:
+            rollout = roll(fleet, current, newer, steady=STEADY)
     finally:
         fleet.close()
     ctx.pg.drop_database(url.database)
@@ -68,7 +75,7 @@ def run(ctx: Context) -> BenchResult:
         key="deploy",
         title="8. Rolling deploy N -> N+1 -> N under load",
         what=(f"Two replicas of N (1 worker x 4 threads each), {CLIENTS} clients on a "
-              f"read/write mix sent only to ready replicas, {rows:,} tasks; N+1's three "
+              f"read/write mix sent only to ready replicas, {rows:,} widgets; N+1's three "
               "expand revisions run on start; the N replicas leave rotation and stop one by "
               f"one; then N starts again on the new schema. {rounds} round(s); median "
               "(min-max). Plain here is the steady state before the deploy."),

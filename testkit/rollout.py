@@ -2,6 +2,10 @@
 a replica of N+1 starts (and migrates), becomes ready, then the N replicas are taken out of
 rotation and stopped one by one. Used by the suite (tests/test_rolling_deploy.py) and by
 ``make bench`` (bench/deploy.py), which differ only in load and size.
+
+Release N is the fixture application (``widgets``, tests/apps/fixture), not whatever
+application the checkout holds: the deploy proves the serving machinery, so it keeps
+proving it when a team replaces the example.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy.engine import URL
+
 from testkit.support import (
     ClientThreads,
-    copy_repository,
     execute_sql,
+    fixture_project,
     free_port,
     head_revision,
     http_get,
@@ -30,30 +36,35 @@ from testkit.support import (
 # Release N+1's revisions, all expand: a nullable column, a concurrent index on it, and a
 # backfill in batches (each batch its own short transaction, so no long row locks).
 NEXT_REVISIONS = (
-    ("e0e0e0e00001", "add task estimate",
-     'op.add_column("tasks", sa.Column("probe_estimate", sa.Integer()))',
-     'op.drop_column("tasks", "probe_estimate")'),
-    ("e0e0e0e00002", "index tasks by estimate",
+    ("e0e0e0e00001", "add widget weight",
+     'op.add_column("widgets", sa.Column("probe_weight", sa.Integer()))',
+     'op.drop_column("widgets", "probe_weight")'),
+    ("e0e0e0e00002", "index widgets by weight",
      'with op.get_context().autocommit_block():\n'
-     '    op.create_index("ix_tasks_probe_estimate", "tasks", ["probe_estimate"],\n'
+     '    op.create_index("ix_widgets_probe_weight", "widgets", ["probe_weight"],\n'
      '                    postgresql_concurrently=True, if_not_exists=True)',
      'with op.get_context().autocommit_block():\n'
-     '    op.drop_index("ix_tasks_probe_estimate", "tasks", postgresql_concurrently=True,\n'
+     '    op.drop_index("ix_widgets_probe_weight", "widgets", postgresql_concurrently=True,\n'
      '                  if_exists=True)'),
-    ("e0e0e0e00003", "backfill task estimates in batches",
+    ("e0e0e0e00003", "backfill widget weights in batches",
      'bind = op.get_bind()\n'
      'with op.get_context().autocommit_block():\n'
      '    while bind.exec_driver_sql(\n'
-     '            "UPDATE tasks SET probe_estimate = 1 WHERE id IN (SELECT id FROM tasks "\n'
-     '            "WHERE probe_estimate IS NULL LIMIT 10000)").rowcount:\n'
+     '            "UPDATE widgets SET probe_weight = 1 WHERE id IN (SELECT id FROM widgets "\n'
+     '            "WHERE probe_weight IS NULL LIMIT 10000)").rowcount:\n'
      '        pass',
      'pass'),
 )
 
 
+def release(dest: Path) -> Path:
+    """Release N: a copy of the project serving the fixture application."""
+    return fixture_project(dest)
+
+
 def next_release(dest: Path) -> Path:
-    """Release N+1: this checkout plus the expand revisions above."""
-    repo = copy_repository(dest)
+    """Release N+1: release N plus the expand revisions above."""
+    repo = release(dest)
     parent = head_revision(repo)
     for rev, message, upgrade, downgrade in NEXT_REVISIONS:
         write_revision(repo, rev, parent, message, upgrade=upgrade, downgrade=downgrade)
@@ -61,16 +72,13 @@ def next_release(dest: Path) -> Path:
     return repo
 
 
-def fill_tasks(url, rows: int) -> tuple[int, int]:
-    """One user, one project, ``rows`` tasks; (user id, project id)."""
-    user = execute_sql(url, "INSERT INTO users (email, name) VALUES ('deploy@example.com', "
-                            "'Deploy') RETURNING id")[0][0]
-    project = execute_sql(url, "INSERT INTO projects (owner_id, name, slug) VALUES "
-                               "(%s, 'Deploy', 'deploy') RETURNING id", (user,))[0][0]
-    execute_sql(url, "INSERT INTO tasks (project_id, title, status) SELECT %s, 'task ' || i, "
-                     "'todo' FROM generate_series(1, %s) AS i", (project, rows))
-    execute_sql(url, "ANALYZE tasks")
-    return user, project
+def fill_widgets(url: URL, rows: int) -> int:
+    """``rows`` widgets in a database at release N's head, so N+1's index and backfill have
+    a table of some size to work through; the number of rows written."""
+    execute_sql(url, "INSERT INTO widgets (name) SELECT 'widget ' || i "
+                     "FROM generate_series(1, %s) AS i", (rows,))
+    execute_sql(url, "ANALYZE widgets")
+    return rows
 
 
 @dataclass
@@ -202,15 +210,15 @@ def roll(fleet: Fleet, old: Path, new: Path, steady: float = 1.0) -> Rollout:
 class Traffic(ClientThreads):
     """Clients sending a read/write mix through the fleet; every outcome kept with its time."""
 
-    def __init__(self, fleet: Fleet, project_id: int, clients: int) -> None:
-        self.fleet, self.project_id = fleet, project_id
+    def __init__(self, fleet: Fleet, clients: int) -> None:
+        self.fleet = fleet
         self.outcomes: list[tuple[float, str, float]] = []  # (when, outcome, seconds)
         super().__init__(clients)
 
     def client(self) -> None:
-        plan = [("POST", "/api/tasks", {"project_id": self.project_id, "title": "deploy"}),
-                ("GET", f"/api/tasks?project_id={self.project_id}&per_page=20", None),
-                ("GET", "/api/tasks/1", None)]
+        plan = [("POST", "/api/widgets", {"name": "deploy"}),
+                ("GET", "/api/widgets", None),
+                ("GET", "/api/widgets/1", None)]
         for method, path, body in itertools.cycle(plan):
             if self.done.is_set():
                 return

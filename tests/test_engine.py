@@ -1,4 +1,7 @@
-"""A pooled connection never crosses a fork: a child that checks one out gets its own."""
+"""A pooled connection never crosses a fork: a child that checks one out gets its own.
+
+The check needs no table, so it runs on an empty database, whatever application is present.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +18,9 @@ def backend_pid() -> int:
     return db.session.execute(text("SELECT pg_backend_pid()")).scalar_one()
 
 
-def test_a_forked_child_gets_a_connection_of_its_own(head_db):
+def test_a_forked_child_gets_a_connection_of_its_own(empty_db):
     # Arrange: the parent holds a pooled connection, as gunicorn's master does after migrating.
-    app = create_app(Config(database_url=head_db))
+    app = create_app(Config(database_url=empty_db))
     with app.app_context():
         parent_backend = backend_pid()
         db.session.remove()  # back to the pool, ready to be (wrongly) reused

@@ -1,19 +1,18 @@
 """A database that hangs or stops under load: quick 503s, a live /healthz, a quiet log, and
-recovery without a restart. The server here is the module's own, paused and stopped for real.
+recovery without a restart. The server here is the module's own, paused and stopped for real;
+the service is a copy of the project serving the fixture application (``widgets``).
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from testkit.support import (
-    ROOT,
     ClientThreads,
     PrivateServer,
     free_port,
@@ -29,19 +28,19 @@ CLIENTS = 6
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[PrivateServer]:
+def server(fixture_repo) -> Iterator[PrivateServer]:
     private = PrivateServer(Path(tempfile.mkdtemp(prefix="pgtest-outage-")))
-    run_flask(["db", "upgrade"], private.url)
+    run_flask(["db", "upgrade"], private.url, cwd=fixture_repo)
     yield private
     private.resume()
     private.close()
 
 
 @pytest.fixture
-def service(server, tmp_path):
+def service(server, fixture_repo, tmp_path):
     port = free_port()
     log = tmp_path / "service.log"
-    proc = start_entrypoint(ROOT, server.url, log, PORT=str(port), WEB_CONCURRENCY="2",
+    proc = start_entrypoint(fixture_repo, server.url, log, PORT=str(port), WEB_CONCURRENCY="2",
                             ACCESS_LOG="0", DB_QUERY_TIMEOUT=str(QUERY_TIMEOUT))
     wait_for_http(port, "/readyz", proc)
     yield port, log
@@ -58,9 +57,8 @@ class Load(ClientThreads):
 
     def client(self) -> None:
         while not self.done.is_set():
-            body = {"email": f"{uuid.uuid4().hex}@example.com", "name": "load"}
-            for method, path, payload in (("POST", "/api/users", body),
-                                          ("GET", "/api/users?per_page=3", None)):
+            for method, path, payload in (("POST", "/api/widgets", {"name": "load"}),
+                                          ("GET", "/api/widgets", None)):
                 try:
                     self.answers.append(request(self.port, method, path, payload, timeout=30))
                 except OSError as exc:
@@ -81,7 +79,7 @@ def healthz_latencies(port: int, seconds: float) -> list[tuple[float, int, float
 def wait_until_served(port: int, timeout: float = 15) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout:
-        if request(port, "GET", "/api/users?per_page=1")[0] == 200:
+        if request(port, "GET", "/api/widgets")[0] == 200:
             return time.monotonic() - started
         time.sleep(0.1)
     raise AssertionError(f"the API did not recover within {timeout}s")

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterable
 from datetime import date
 from typing import Any, NoReturn
 
-from flask import abort, current_app, request
-from werkzeug.exceptions import ClientDisconnected
+from flask import abort, request
 
 from backend.models import TASK_STATUSES
 
@@ -31,27 +29,6 @@ def bad_request(message: str) -> NoReturn:
     abort(400, description=message)
 
 
-def _read_body() -> bytes:
-    """The body, or a 413 past ``MAX_CONTENT_LENGTH``, or a 408 when the client stalls.
-
-    gunicorn hands the app a blocking socket with no timeout: a client that sends headers
-    and then too little body would hold this thread until it gives up, if ever.
-    """
-    timeout = current_app.config["SERVICE_CONFIG"].body_timeout
-    sock = request.environ.get("gunicorn.socket")
-    if sock is not None:
-        sock.settimeout(timeout)  # gunicorn resets it for the connection's next request
-    started = time.monotonic()
-    try:
-        return request.get_data(cache=True)
-    except (TimeoutError, ClientDisconnected):
-        # gunicorn's reader turns the socket's timeout into a short read, which werkzeug
-        # reports as a disconnect: the clock tells a stall from a client that hung up.
-        if time.monotonic() - started >= timeout * 0.9:
-            abort(408, description=f"request body not received within {timeout:g}s")
-        bad_request("request body ended before its Content-Length")
-
-
 def _parse_json() -> Any:
     """The body parsed, or a 400.
 
@@ -59,7 +36,8 @@ def _parse_json() -> Any:
     Flask's ``get_json(silent=True)`` would let through as a 500.
     """
     try:
-        return json.loads(_read_body())
+        # Already read, within BODY_TIMEOUT, by backend.serving.body.
+        return json.loads(request.get_data(cache=True))
     except (ValueError, RecursionError):
         bad_request("request body must be a JSON object")
 
