@@ -354,3 +354,32 @@ def run_concurrently(calls: list, threads: int) -> list:
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         return list(pool.map(guarded, calls))
+
+
+def run_python(repo: Path, source: str, url: URL | None = None,
+               **env: str) -> subprocess.CompletedProcess:
+    """Run Python ``source`` from a repository copy's root, so ``backend`` is that copy's
+    (its application and history), not this checkout's: how a test drives a copy's app in
+    process, through Flask's test client or the tools' functions."""
+    return subprocess.run([sys.executable, "-c", source], cwd=repo, env=child_env(url, **env),
+                          capture_output=True, text=True, timeout=120)
+
+
+def app_get(repo: Path, url: URL, path: str, **env: str) -> tuple[int, dict | str]:
+    """GET ``path`` from a repository copy's app, in process (no server, no migration at
+    start), with the settings from ``env``: (status, JSON body or text)."""
+    import json
+
+    source = ("import json, sys\nfrom backend import create_app\n"
+              "response = create_app().test_client().get(sys.argv[1])\n"
+              "print(json.dumps([response.status_code, response.get_data(as_text=True)]))\n")
+    proc = subprocess.run([sys.executable, "-c", source, path], cwd=repo,
+                          env=child_env(url, **env), capture_output=True, text=True,
+                          timeout=120)
+    if proc.returncode != 0:
+        raise AssertionError(f"GET {path} in {repo} failed:\n{proc.stderr}")
+    status, text = json.loads(proc.stdout.strip().splitlines()[-1])
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, text

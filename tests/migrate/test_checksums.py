@@ -3,43 +3,72 @@ fixed on purpose names the checksum of the version it replaces."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
 from alembic.script import ScriptDirectory
 
-from backend import MIGRATIONS_DIR, create_app
-from backend.config import Config
 from backend.migrate import checksums
-from testkit.support import ROOT, execute_sql, head_revision
+from testkit.support import FIXTURE_REVISIONS, app_get, execute_sql, fixture_project
 
-SCRIPTS = ScriptDirectory(str(MIGRATIONS_DIR))
-FIXED = "b1d4e7a2c905"  # its downgrade was fixed after it shipped
-EARLIER = "281c6e8025c31236e2a782b75a189c46650f308d0a611977fe9c861b4fff1b06"
+FIXED = FIXTURE_REVISIONS[-1]  # its downgrade is fixed after it shipped
 
 
-def test_a_database_that_applied_the_earlier_version_accepts_the_fixed_file():
-    on_disk = checksums.script_checksums(SCRIPTS)
-    current = [head_revision(ROOT)]
+@dataclass
+class FixedHistory:
+    repo: Path
+    scripts: ScriptDirectory
+    earlier: str  # the checksum of the file as it shipped
 
-    assert EARLIER in checksums.earlier_versions(SCRIPTS.get_revision(FIXED).path)
-    assert checksums.edited_revisions(SCRIPTS, current, {FIXED: EARLIER}, on_disk) == []
+
+@pytest.fixture
+def fixed(tmp_path) -> FixedHistory:
+    """A project whose last revision was fixed after it shipped, naming the shipped file's
+    checksum, as a developer does when a released revision needs a fix."""
+    repo = fixture_project(tmp_path / "repo")
+    path = next((repo / "migrations/versions").glob(f"*_{FIXED}_*.py"))
+    earlier = checksums.file_checksum(path)
+    shipped = path.read_text()
+    fixed_text = shipped.replace(
+        "def downgrade():\n",
+        "def downgrade():\n    # fixed: the column goes only if it is still there\n", 1)
+    fixed_text = fixed_text.replace('op.drop_column("widgets", "size")',
+                                    'op.execute("ALTER TABLE widgets DROP COLUMN IF EXISTS size")')
+    assert fixed_text != shipped
+    path.write_text(f"# checksum-of-earlier-version: {earlier} downgrade tolerates a missing "
+                    f"column; the upgrade is unchanged\n{fixed_text}")
+    return FixedHistory(repo, ScriptDirectory(str(repo / "migrations")), earlier)
 
 
-def test_any_other_checksum_is_still_an_edit():
-    on_disk = checksums.script_checksums(SCRIPTS)
+def test_a_database_that_applied_the_earlier_version_accepts_the_fixed_file(fixed):
+    on_disk = checksums.script_checksums(fixed.scripts)
+    current = [FIXTURE_REVISIONS[-1]]
 
-    edited = checksums.edited_revisions(SCRIPTS, [head_revision(ROOT)], {FIXED: "0" * 64}, on_disk)
+    assert on_disk[FIXED] != fixed.earlier
+    assert fixed.earlier in checksums.earlier_versions(fixed.scripts.get_revision(FIXED).path)
+    assert checksums.edited_revisions(fixed.scripts, current, {FIXED: fixed.earlier},
+                                      on_disk) == []
+
+
+def test_any_other_checksum_is_still_an_edit(fixed):
+    on_disk = checksums.script_checksums(fixed.scripts)
+
+    edited = checksums.edited_revisions(fixed.scripts, [FIXTURE_REVISIONS[-1]],
+                                        {FIXED: "0" * 64}, on_disk)
 
     assert edited == [FIXED]
 
 
-def test_readyz_accepts_the_earlier_version_and_refuses_an_edit(head_db):
-    # Arrange: the database recorded the fixed revision as its earlier file was.
-    execute_sql(head_db, f"UPDATE {checksums.TABLE} SET checksum = %s WHERE revision = %s",
-                (EARLIER, FIXED))
-    client = create_app(Config(database_url=head_db)).test_client()
+def test_readyz_accepts_the_earlier_version_and_refuses_an_edit(fixture_db, fixed):
+    # Arrange: the database applied the fixed revision as its file shipped.
+    recorded = execute_sql(fixture_db, f"SELECT checksum FROM {checksums.TABLE} "
+                                       "WHERE revision = %s", (FIXED,))
+    assert recorded == [(fixed.earlier,)]
 
     # Act, assert: ready; then with a checksum of no known version, refused as edited.
-    assert client.get("/readyz").status_code == 200
-    execute_sql(head_db, f"UPDATE {checksums.TABLE} SET checksum = %s WHERE revision = %s",
+    assert app_get(fixed.repo, fixture_db, "/readyz")[0] == 200
+    execute_sql(fixture_db, f"UPDATE {checksums.TABLE} SET checksum = %s WHERE revision = %s",
                 ("0" * 64, FIXED))
-    refused = client.get("/readyz")
-    assert refused.status_code == 503 and FIXED in refused.get_json()["reason"]
+    status, body = app_get(fixed.repo, fixture_db, "/readyz")
+    assert status == 503 and FIXED in body["reason"]

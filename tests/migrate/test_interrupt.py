@@ -10,15 +10,15 @@ import time
 import psycopg2
 import pytest
 
+from backend.postgres import connect_kwargs
 from testkit.support import (
-    ROOT,
-    copy_repository,
-    head_revision,
+    FIXTURE_REVISIONS,
+    execute_sql,
+    fixture_project,
     start_entrypoint,
     stop,
     write_revision,
 )
-from tests.conftest import connect_kwargs, execute_sql
 
 SLEEP = 30  # the revision's statement would take this long if not cancelled
 
@@ -34,18 +34,18 @@ def wait_for_statement(url, text: str, timeout: float = 30) -> None:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_cancels_the_running_migration_and_says_so(head_db, tmp_path, signum):
+def test_a_signal_cancels_the_running_migration_and_says_so(fixture_db, tmp_path, signum):
     # Arrange: a revision that adds a column, then runs a long statement.
-    repo = copy_repository(tmp_path / "repo")
-    parent = head_revision(repo)
+    repo = fixture_project(tmp_path / "repo")
+    parent = FIXTURE_REVISIONS[-1]
     write_revision(repo, "ffff00000002", parent, "slow revision",
-                   upgrade='op.add_column("tasks", sa.Column("slow", sa.Text()))\n'
+                   upgrade='op.add_column("widgets", sa.Column("slow", sa.Text()))\n'
                            f'op.execute("SELECT pg_sleep({SLEEP})")',
-                   downgrade='op.drop_column("tasks", "slow")')
+                   downgrade='op.drop_column("widgets", "slow")')
     log = tmp_path / "out.log"
-    proc = start_entrypoint(repo, head_db, log)
+    proc = start_entrypoint(repo, fixture_db, log)
     try:
-        wait_for_statement(head_db, "pg_sleep")
+        wait_for_statement(fixture_db, "pg_sleep")
 
         # Act
         sent = time.monotonic()
@@ -63,14 +63,15 @@ def test_a_signal_cancels_the_running_migration_and_says_so(head_db, tmp_path, s
     assert "canceling statement due to user request" in output
     assert len([line for line in output.splitlines() if "refusing to start" in line]) == 1
     assert "Traceback" not in output
-    assert execute_sql(head_db, "SELECT version_num FROM alembic_version") == [(parent,)]
-    assert execute_sql(head_db, "SELECT count(*) FROM information_schema.columns "
-                                "WHERE table_name = 'tasks' AND column_name = 'slow'") == [(0,)]
-    assert execute_sql(head_db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") \
+    assert execute_sql(fixture_db, "SELECT version_num FROM alembic_version") == [(parent,)]
+    assert execute_sql(fixture_db, "SELECT count(*) FROM information_schema.columns "
+                                "WHERE table_name = 'widgets' AND column_name = 'slow'") == [(0,)]
+    assert execute_sql(fixture_db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") \
         == [(0,)]
 
 
-def test_sigterm_while_waiting_for_the_migration_lock_exits_with_one_line(empty_db, tmp_path):
+def test_sigterm_while_waiting_for_the_migration_lock_exits_with_one_line(
+        empty_db, fixture_repo, tmp_path):
     # Arrange: another migrator holds the lock; this replica has the whole history pending.
     from backend.migrate.lock import LOCK_KEY
 
@@ -78,7 +79,7 @@ def test_sigterm_while_waiting_for_the_migration_lock_exits_with_one_line(empty_
     holder.autocommit = True
     holder.cursor().execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
     log = tmp_path / "out.log"
-    proc = start_entrypoint(ROOT, empty_db, log)
+    proc = start_entrypoint(fixture_repo, empty_db, log)
     try:
         deadline = time.monotonic() + 30
         while "waiting for the migration lock" not in log.read_text():

@@ -4,20 +4,20 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 
 from backend.migrate.revisions import schema_status
-from testkit.support import copy_repository, revisions, write_revision
+from testkit.support import FIXTURE_REVISIONS, fixture_project, write_revision
 from tests.conftest import run_flask
 
 
-def test_pending_after_a_merge_includes_the_other_branch(head_db, tmp_path):
+def test_pending_after_a_merge_includes_the_other_branch(fixture_db, tmp_path):
     # Arrange: two branches on head, merged; the database has only branch a.
-    repo = copy_repository(tmp_path / "repo")
-    head = revisions(repo)[-1]
+    repo = fixture_project(tmp_path / "repo")
+    head = FIXTURE_REVISIONS[-1]
     write_revision(repo, "aaaa00000001", head, "branch a", stamp="20261120_1000")
-    run_flask(["db", "upgrade"], head_db, cwd=repo)
+    run_flask(["db", "upgrade"], fixture_db, cwd=repo)
     write_revision(repo, "bbbb00000002", head, "branch b", stamp="20261120_1001")
     write_revision(repo, "cccc00000003", ("aaaa00000001", "bbbb00000002"), "merge heads",
                    stamp="20261120_1002")
-    engine = create_engine(head_db)
+    engine = create_engine(fixture_db)
 
     # Act
     with engine.connect() as connection:
