@@ -18,7 +18,7 @@ bind = f"0.0.0.0:{settings.port}"
 workers = settings.web_concurrency
 # Threads, not one request per process: a request waiting on a slow or hung database holds
 # one thread, and /healthz (which touches no database) still finds a free one. The
-# README's "Serving under load and faults" gives the measurements behind the choice.
+# docs/operations.md, "Serving under load and faults", gives the measurements behind the choice.
 worker_class = "backend.serving.worker.GracefulThreadWorker"
 threads = settings.threads
 # Load the app once in the master: workers fork with the imports done, so start-up

@@ -180,7 +180,7 @@ class Config:
     database_url: URL = field(repr=False)
     db_wait_timeout: float = 60.0
     log_format: str = "text"
-    # How migrations behave on a live database (README, "Running in production").
+    # How migrations behave on a live database (docs/operations.md).
     lock_timeout: str = "2s"
     statement_timeout: str = "5min"
     migration_lock_wait: float = 300.0
@@ -189,7 +189,7 @@ class Config:
     allow_edited: bool = False
     # Serve (and let `flask db upgrade` do nothing) on a schema a newer release migrated.
     allow_ahead: bool = True
-    # How the service serves (gunicorn.conf.py reads these; README, "Settings").
+    # How the service serves (gunicorn.conf.py reads these; docs/operations.md, "Settings").
     port: int = 8000
     web_concurrency: int = 2
     threads: int = 4
@@ -204,7 +204,7 @@ class Config:
     # Seconds a client may take to send a request body: a stalled upload holds a thread
     # only this long.
     body_timeout: float = 10.0
-    # A pg_dump before pending revisions run (README, "Backups and restore"). Off by
+    # A pg_dump before pending revisions run (docs/operations.md, "Backups and restore"). Off by
     # default: a dump of a large database can take longer than a deploy may wait, so it is
     # a choice to make, not a surprise.
     backup_before_migrate: bool = False

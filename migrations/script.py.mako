@@ -5,7 +5,7 @@ Revises: ${down_revision | comma,n}
 Create Date: ${create_date}
 
 """
-# How to change a busy table without stopping it (see README, "Writing a safe migration"):
+# How to change a busy table without stopping it (docs/safe-migrations.md):
 # - Each revision runs in its own transaction; keep it to one logical change.
 # - Index:       with op.get_context().autocommit_block():
 #                    op.create_index(..., postgresql_concurrently=True, if_not_exists=True)

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from backend.config import parse_database_url
-from backend.migrate.database import connect_kwargs  # noqa: F401  (tests import it from here)
+from backend.postgres import connect_kwargs  # noqa: F401  (tests import it from here)
 from migration_tools import scratch
 from testkit.support import (  # noqa: F401
     ROOT,
@@ -67,17 +67,23 @@ def pg_server() -> Iterator[PgServer]:
     server.cleanup()
 
 
-def _upgraded_template(pg_server: PgServer, revision: str) -> str:
+def _upgraded(pg_server: PgServer, repo: Path) -> Iterator[str]:
+    """A database with ``repo``'s whole history applied, for ``_clone`` to copy from."""
     url = pg_server.create_database()
-    run_flask(["db", "upgrade", revision], url)
-    return url.database
+    run_flask(["db", "upgrade"], url, cwd=repo)
+    yield url.database
+    pg_server.drop_database(url.database)
+
+
+def _clone(pg_server: PgServer, template: str | None = None) -> Iterator[URL]:
+    url = pg_server.create_database(template=template)
+    yield url
+    pg_server.drop_database(url.database)
 
 
 @pytest.fixture(scope="session")
 def head_template(pg_server) -> Iterator[str]:
-    name = _upgraded_template(pg_server, "head")
-    yield name
-    pg_server.drop_database(name)
+    yield from _upgraded(pg_server, ROOT)
 
 
 @pytest.fixture(scope="session")
@@ -89,34 +95,26 @@ def fixture_repo(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def fixture_template(pg_server, fixture_repo) -> Iterator[str]:
-    url = pg_server.create_database()
-    run_flask(["db", "upgrade"], url, cwd=fixture_repo)
-    yield url.database
-    pg_server.drop_database(url.database)
+    yield from _upgraded(pg_server, fixture_repo)
 
 
 @pytest.fixture
 def fixture_db(pg_server, fixture_template) -> Iterator[URL]:
     """A database with the fixture history applied (``widgets``, empty)."""
-    url = pg_server.create_database(template=fixture_template)
-    yield url
-    pg_server.drop_database(url.database)
+    yield from _clone(pg_server, fixture_template)
 
 
 @pytest.fixture
 def empty_db(pg_server) -> Iterator[URL]:
     """A database with nothing in it."""
-    url = pg_server.create_database()
-    yield url
-    pg_server.drop_database(url.database)
+    yield from _clone(pg_server)
 
 
 @pytest.fixture
 def head_db(pg_server, head_template) -> Iterator[URL]:
-    """A database with the whole shipped history applied."""
-    url = pg_server.create_database(template=head_template)
-    yield url
-    pg_server.drop_database(url.database)
+    """A database with this checkout's whole history applied: for the tests of the
+    checkout's own application (the example's, or yours); the lifecycle's use fixture_db."""
+    yield from _clone(pg_server, head_template)
 
 
 def run_flask(args: list[str], url: URL | None, cwd: Path = ROOT, check: bool = True,
