@@ -3,8 +3,8 @@
 # ready for yours (docs/adopting.md):
 #   scripts/remove_example.sh
 # Removes its models (backend/models/), its API (backend/api/), its history
-# (migrations/versions/), its migration data files (tests/migrations/data/<rev>.py) and its
-# API tests (tests/api/); writes an empty backend/models/ and a backend/application.py that
+# (migrations/versions/ and migrations/lint-baseline.txt, which speaks of those revisions),
+# its migration data files (tests/migrations/data/<rev>.py) and its API tests (tests/api/); writes an empty backend/models/ and a backend/application.py that
 # registers no routes. Everything else (settings, serving, health, the lifecycle, the tools
 # and their tests) stays. Nothing touches a database. Run it once, before copying your app in.
 set -euo pipefail
@@ -12,9 +12,9 @@ set -euo pipefail
 # shellcheck source=scripts/_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
-for path in backend/api tests/api; do
+for path in backend/api tests/api migrations/lint-baseline.txt; do
     if [ -e "$path" ]; then
-        echo "remove_example: removing $path/"
+        echo "remove_example: removing $path"
         rm -rf "$path"
     fi
 done

@@ -52,6 +52,19 @@ def package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[P
         del sys.modules[module]
 
 
+def test_an_inherited_data_migration_can_go_unchecked_with_its_reason(package) -> None:
+    # Arrange: a revision shipped before anyone wrote checks for it.
+    directory, name = package
+    (directory / "cafe00000032.py").write_text('UNCHECKED = "  applied in 2019, before checks  "\n')
+
+    # Act
+    fixture = data.load(directory, name)["cafe00000032"]
+
+    # Assert: the reason is kept (trimmed); it brings no rows and no checks.
+    assert fixture.unchecked == "applied in 2019, before checks"
+    assert fixture.rows == [] and not fixture.has_checks
+
+
 def test_loads_rows_and_checks_by_revision(package) -> None:
     directory, name = package
     (directory / "cafe00000031.py").write_text(GOOD)

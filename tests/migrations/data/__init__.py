@@ -20,6 +20,12 @@ revision that touches data (a backfill, a constraint, a type change) ships a dat
 ``def downgraded(db: Connection) -> None``
     Asserts what must hold once its downgrade has run, back at the parent revision.
 
+``UNCHECKED = "reason"``
+    For a revision that writes rows but shipped before anyone wrote checks for it (an
+    inherited history): the reason it goes without ``ROWS`` and a check. It still runs in
+    every walk through the history; only the demand for a data check is waived, with the
+    reason on record. New revisions get real checks.
+
 Checks run in a transaction that is rolled back afterwards, so they may write to prove a
 constraint holds: :func:`rejects` asserts a statement breaks a constraint, :func:`rows`
 returns plain tuples to compare with a literal. Their asserts show the values that differed,
@@ -71,6 +77,7 @@ class DataFixture:
     rows: list[dict[str, Any]] = field(default_factory=list)
     upgraded: Check | None = None
     downgraded: Check | None = None
+    unchecked: str = ""
 
     @property
     def has_checks(self) -> bool:
@@ -99,6 +106,7 @@ def load(directory: Path = DIRECTORY, package: str = __name__) -> dict[str, Data
             revision=path.stem, path=path, rows=list(getattr(module, "ROWS", [])),
             upgraded=getattr(module, "upgraded", None),
             downgraded=getattr(module, "downgraded", None),
+            unchecked=str(getattr(module, "UNCHECKED", "")).strip(),
         )
     return fixtures
 
