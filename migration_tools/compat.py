@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 VERSIONS = Path("migrations") / "versions"
 TESTS_ENV = "COMPAT_TESTS"
 DEFAULT_TESTS = ("tests/api",)
-SAFE_MIGRATION_DOCS = "'Writing a safe migration' in the docs"
+SAFE_MIGRATION_DOCS = "docs/safe-migrations.md"
 _PLUGIN = "compat_report_plugin"
 
 
