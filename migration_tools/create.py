@@ -22,10 +22,10 @@ from backend.config import Config, ConfigError, database_url_setting
 from backend.extensions import db
 from backend.logs import configure_logging
 from backend.migrate import LifecycleError
-from backend.migrate.revisions import ahead_note, schema_status
+from backend.migrate.revisions import ahead_note, find_revision, schema_status
 from backend.migrate.upgrade import upgrade_to_head
 from backend.postgres import describe_error
-from migration_tools.command_line import on_caller_path
+from migration_tools.branches import flask_command, ways_out
 from migration_tools.embedded import database_url_or_embedded
 
 log = logging.getLogger("backend.lifecycle")
@@ -52,24 +52,13 @@ def summarize(ops: list[tuple[str, str]]) -> str:
     return ", ".join(calls) if calls else "no operations"
 
 
-def _flask_command() -> str:
-    """How to run ``flask`` from where the user stands: bare when it is on their PATH (an
-    active venv, a container), else the project venv's own, which works without activating
-    it. The scripts pass the caller's PATH on as ``CALLER_PATH`` (scripts/_common.sh)."""
-    if on_caller_path("flask"):
-        return "flask"
-    venv_flask = Path(sys.executable).parent / "flask"
-    try:
-        return str(venv_flask.relative_to(Path.cwd()))
-    except ValueError:
-        return str(venv_flask)
-
-
 def create_revision(app: Flask, message: str, catch_up: bool = False) -> Path:
     """Autogenerate a revision for the model changes; return the new file's path.
 
-    With ``catch_up`` (the embedded development database, which is ours to change), a
-    database with pending revisions is brought to head first; any other is refused.
+    The database is read only to diff the models against it. With ``catch_up`` (the
+    embedded development database, which is ours to change), a database with pending
+    revisions is brought to head first; any other is refused, and one at another branch's
+    revision (after a git switch) gets the ways out.
     """
 
     with app.app_context():
@@ -82,6 +71,9 @@ def create_revision(app: Flask, message: str, catch_up: bool = False) -> Path:
             raise LifecycleError(f"cannot reach the database: {describe_error(exc)}") from None
         if len(status.head) > 1:
             raise LifecycleError(status.reason or "several heads")
+        unknown = [rev for rev in status.current if find_revision(scripts, rev) is None]
+        if unknown and not status.ahead:  # another branch's revision, after a git switch
+            raise LifecycleError(ways_out(scripts, unknown, embedded=catch_up))
         if status.ahead:  # autogenerate would write a revision undoing the newer release's
             raise LifecycleError(f"{ahead_note(status.ahead, status.head)}: pull the newer "
                                  "code first, then create the revision on top of it")
@@ -94,7 +86,7 @@ def create_revision(app: Flask, message: str, catch_up: bool = False) -> Path:
         elif status.reason:
             raise LifecycleError(
                 f"the database is not at head ({status.reason}): apply them first with "
-                f"`{_flask_command()} db upgrade` (same DATABASE_URL), then create the "
+                f"`{flask_command()} db upgrade` (same DATABASE_URL), then create the "
                 "new revision"
             )
         versions = Path(scripts.versions)
@@ -150,7 +142,7 @@ def main(argv: list[str]) -> int:
         print(f"  it changes existing data ({', '.join(sorted(set(touching)))}): add rows and "
               f"checks for it in tests/migrations/data/{revision}.py (README, 'Testing "
               "migrations')")
-    print(f"  review it, then apply it with `{_flask_command()} db upgrade` (or restart "
+    print(f"  review it, then apply it with `{flask_command()} db upgrade` (or restart "
           "the service)")
     print("  before a release: scripts/check_compat.sh (does the previous release still work "
           "on it?)")

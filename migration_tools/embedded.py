@@ -19,6 +19,9 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from alembic.script import ScriptDirectory
+
+from backend import MIGRATIONS_DIR
 from backend.config import (
     Config,
     database_url_setting,
@@ -27,6 +30,8 @@ from backend.config import (
     parse_database_url,
 )
 from backend.logs import configure_logging
+from backend.migrate import apply
+from migration_tools.branches import unknown_revisions, ways_out
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT / ".data" / "postgres"
@@ -81,12 +86,36 @@ def config_for_flask_command() -> Config:
     stack = contextlib.ExitStack()
     url = stack.enter_context(database_url_or_embedded())
     atexit.register(stack.close)
+    explain_branch_switches()
     return Config.for_url(url)
 
 
+def explain_branch_switches() -> None:
+    """On the embedded development database, ``flask db upgrade``'s refusal of a revision
+    this checkout lacks (applied on another branch) names that branch and the ways back."""
+    apply.explain_unknown = lambda scripts, unknown: ways_out(scripts, unknown, embedded=True)
+
+
+def branch_switch_refusal(url: str) -> str | None:
+    """Why ``make run`` must not start on the embedded database (it holds a revision of
+    another branch), with the ways out; None when nothing keeps it from starting."""
+    unknown = unknown_revisions(url)
+    if not unknown:
+        return None
+    return ways_out(ScriptDirectory(str(MIGRATIONS_DIR)), unknown, embedded=True)
+
+
 def run_entrypoint() -> int:
-    """``make run``: the real entrypoint, against DATABASE_URL or the embedded server."""
+    """``make run``: the real entrypoint, against DATABASE_URL or the embedded server.
+
+    On the embedded one, a revision left by another branch is explained here, with the ways
+    out, before the entrypoint would refuse it in its one production line."""
+    embedded = not database_url_setting()
     with database_url_or_embedded() as url:
+        refusal = branch_switch_refusal(url) if embedded else None
+        if refusal:
+            print(f"run: refused: {refusal}", file=sys.stderr, flush=True)
+            return 1
         env = dict(os.environ, DATABASE_URL=url)
         child = subprocess.Popen([str(ROOT / "entrypoint.sh")], env=env, cwd=ROOT)
         for signum in (signal.SIGINT, signal.SIGTERM):

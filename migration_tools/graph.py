@@ -29,6 +29,7 @@ from backend import MIGRATIONS_DIR
 from backend.config import ConfigError, mask_url, parse_database_url
 from backend.migrate.revisions import current_revisions
 from backend.postgres import describe_error
+from migration_tools.branches import whereabouts
 from migration_tools.command_line import progress
 from migration_tools.embedded import DATA_DIR, embedded_database_url
 
@@ -159,6 +160,16 @@ def _revisions_at(url: URL) -> tuple[list[str] | None, str]:
         engine.dispose()
 
 
+def unknown_note(scripts: ScriptDirectory, unknown: list[str]) -> str:
+    """One line on database revisions the files lack: after a branch switch, where git has
+    them (the graph is drawn all the same; it needs only the files)."""
+    holder = whereabouts(scripts, unknown).holder
+    where = (f": its file is on {'branch' if holder.ref != holder.commit else 'commit'} "
+             f"{holder.ref} ({holder.path})" if holder else "")
+    return (f"the database is at {', '.join(unknown)}, which these revision files do not "
+            f"contain (another branch's, or newer code's){where}")
+
+
 def main(argv: list[str]) -> int:
     """Exit 0 whenever the chart was produced: a missing database only costs the marker."""
     parser = argparse.ArgumentParser(
@@ -185,8 +196,7 @@ def main(argv: list[str]) -> int:
         shown = ", ".join(current) or "base (no revision applied)"
         progress(PROG, f"{detail} is at {shown}")
         if unknown:
-            progress(PROG, f"the database is at {', '.join(unknown)}, which these revision "
-                           "files do not contain: the code is older than the database")
+            progress(PROG, unknown_note(scripts, unknown))
 
     chart = render_mermaid(nodes, current)
     if args.output:

@@ -3,7 +3,9 @@
 #   scripts/create_migration.sh "what changed"
 # Prints the new file under migrations/versions/ and a summary of its operations.
 # Refuses, leaving no file behind, on an empty message, no model change, a database
-# that is not at head, or a revision history with several heads.
+# that is not at head, or a revision history with several heads. The database is read only
+# to diff the models against it; one at another branch's revision (after a git switch)
+# gets the branch that has it and the ways out.
 set -euo pipefail
 # shellcheck source=scripts/_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"

@@ -6,7 +6,8 @@
 # Every revision is a node (id and message), every parent an edge into its child, so a
 # fork and a merge show as such; heads are marked "(head)". When DATABASE_URL reaches a
 # database, its revision is marked "(current)"; otherwise the graph comes without it and
-# stderr says why. No database is started for this.
+# stderr says why. A database revision these files lack (another branch's, after a git
+# switch) is named on stderr with the branch that has its file.
 set -euo pipefail
 # shellcheck source=scripts/_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"

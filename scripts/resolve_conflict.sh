@@ -7,7 +7,9 @@
 #       roll the newer head back (if the database has it), re-parent its file onto the
 #       other head, then flask db upgrade; --keep REV keeps REV and moves the other one
 # Works on DATABASE_URL, or the embedded development database when it is unset. A
-# database that is not on this machine is refused unless --force is given.
+# database that is not on this machine is refused unless --force is given. merge needs
+# only the files: a database that does not answer, or sits at another branch's revision
+# (after a git switch), keeps its state and gets a note with the ways out.
 set -euo pipefail
 # shellcheck source=scripts/_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"

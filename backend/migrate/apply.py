@@ -44,6 +44,10 @@ from backend.postgres import describe_error
 
 log = logging.getLogger("backend.migrations")
 LOCK_NOT_AVAILABLE = "55P03"
+# Set only by a developer's command on the embedded development database
+# (migration_tools/embedded.py): refusing an unknown revision then names the branch that
+# has it and the ways back. Production never sets it; its refusal stays one line.
+explain_unknown: Callable[[ScriptDirectory, list[str]], str] | None = None
 
 
 class RevisionRecorder:
@@ -111,7 +115,8 @@ def preflight(connection: Connection, ctx: MigrationContext, scripts: ScriptDire
     if ahead:
         return _on_a_newer_schema(ctx, ahead, heads, settings), {}
     if unknown:
-        raise LifecycleError(unknown_reason(unknown))
+        raise LifecycleError(explain_unknown(scripts, unknown) if explain_unknown
+                             else unknown_reason(unknown))
     try:
         steps = planned_steps(ctx)
     except CommandError as exc:

@@ -7,7 +7,10 @@ config and our ``migrations/env.py`` like every other migration path:
 
 ``merge``
     ``flask db merge heads`` writes a revision whose parents are both heads, then
-    ``flask db upgrade`` applies whatever the database lacks. Nothing is rolled back.
+    ``flask db upgrade`` applies whatever the database lacks. Nothing is rolled back. The
+    merge needs only the files: a database that does not answer, or that another branch
+    left at a revision these files lack (after ``git switch``), is not upgraded, and a
+    note says why and what to do (``migration_tools/branches.py``).
 
 ``rebase``
     The newer head (by its ``Create Date``, then its file name; ``--keep`` picks the other

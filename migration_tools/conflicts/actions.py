@@ -18,6 +18,7 @@ from backend.migrate import LifecycleError
 from backend.migrate.revisions import current_revisions, forget_scripts, label
 from backend.migrate.upgrade import upgrade_to_head
 from backend.postgres import describe_error
+from migration_tools.branches import flask_command, unknown_revisions, ways_out
 from migration_tools.conflicts import PROG, ResolveFailed
 from migration_tools.conflicts.plan import (
     CREATE_DATE,
@@ -50,8 +51,9 @@ def database_at(app: Flask) -> list[str]:
             raise LifecycleError(f"cannot reach the database: {describe_error(exc)}") from None
 
 
-def check_known(scripts: ScriptDirectory, current: list[str]) -> None:
-
+def check_known(scripts: ScriptDirectory, current: list[str], embedded: bool) -> None:
+    """Rebase decides what to roll back from the database's revisions: refuse one at a
+    revision these files lack (another branch's, after a switch), saying the ways out."""
     unknown = []
     for rev in current:
         try:
@@ -59,8 +61,7 @@ def check_known(scripts: ScriptDirectory, current: list[str]) -> None:
         except CommandError:
             unknown.append(rev)
     if unknown:
-        raise LifecycleError(f"the database is at {', '.join(unknown)}, which these revision "
-                             "files do not contain: the code is older than the database")
+        raise LifecycleError(ways_out(scripts, unknown, embedded))
 
 
 def _upgrade(app: Flask, changed: str) -> list[str]:
@@ -86,8 +87,13 @@ def _upgrade(app: Flask, changed: str) -> list[str]:
     return now
 
 
-def run_merge(app: Flask, message: str) -> Path:
-    """Write the merge revision, then upgrade; return the merge file."""
+def run_merge(app: Flask, message: str, embedded: bool) -> Path:
+    """Write the merge revision, then upgrade; return the merge file.
+
+    The merge needs only the files: it is written whatever the database's state. The
+    upgrade after it needs a database that answers and is on this history; one that is
+    not (unreachable, or at another branch's revision after a switch) keeps its state and
+    gets a note saying why and what to do, and the merge stands."""
     migrate_ext = app.extensions["migrate"]
     say(f"flask db merge heads -m {shlex.quote(message)}")
     with app.app_context():
@@ -97,6 +103,18 @@ def run_merge(app: Flask, message: str) -> Path:
     path = Path(script.path)
     parents = ", ".join(to_tuple(script.down_revision, default=()))
     say(f"wrote {relative(path)}: merges {parents}")
+    forget_scripts()
+    scripts = ScriptDirectory(migrate_ext.directory)
+    try:
+        database_at(app)
+    except LifecycleError as exc:
+        say(f"the database was not upgraded ({exc}): run `{flask_command()} db upgrade` "
+            "once it answers")
+        return path
+    unknown = unknown_revisions(app.config["SERVICE_CONFIG"].database_url, scripts)
+    if unknown:
+        say(f"the database was not upgraded: {ways_out(scripts, unknown, embedded)}")
+        return path
     _upgrade(app, f"the merge revision {relative(path)} stays")
     return path
 

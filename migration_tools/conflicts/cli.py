@@ -57,19 +57,20 @@ def resolve(action: str, message: str, keep: str | None, force: bool) -> None:
         raise LifecycleError("the merge message is empty: give one with -m MESSAGE")
     plan = plan_rebase(scripts, keep) if action == "rebase" else None
 
-    if database_url_setting():
+    embedded = not database_url_setting()
+    if not embedded:
         check_local(parse_database_url(os.environ["DATABASE_URL"]), force)
     say(f"heads: {', '.join(f'{h.revision} ({h.doc})' for h in heads)}")
     with database_url_or_embedded() as url:
         app = create_app(Config.for_url(url))
         try:
-            at = database_at(app)
-            check_known(scripts, at)
-            say(f"the database is at {label(at)}")
-            if plan is not None:
+            if plan is not None:  # what to roll back depends on the database's revisions
+                at = database_at(app)
+                check_known(scripts, at, embedded)
+                say(f"the database is at {label(at)}")
                 run_rebase(app, scripts, plan, at)
-            else:
-                run_merge(app, message)
+            else:  # needs only the files; the upgrade after it, a database it can take
+                run_merge(app, message, embedded)
         finally:
 
             with app.app_context():

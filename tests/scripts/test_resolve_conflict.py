@@ -14,23 +14,14 @@ from backend.config import parse_database_url
 from backend.migrate import LifecycleError
 from migration_tools.conflicts.hosts import is_local_host, non_local_hosts
 from migration_tools.conflicts.plan import reparent_source
-from testkit.support import copy_repository, write_revision
+from testkit.support import FIXTURE_REVISIONS, fixture_project, write_revision
 from tests.conftest import child_env, execute_sql, run_flask
 
 OTHER = "aaaa00000001"   # the older head: arrived from the other branch, not applied
 LOCAL = "bbbb00000002"   # the newer head: written and applied here
-SEED = """
-INSERT INTO users (email, name) VALUES ('ada@example.com', 'Ada'), ('bob@example.com', 'Bob');
-INSERT INTO projects (owner_id, name, slug)
-    SELECT id, name || '''s project', lower(name) FROM users;
-INSERT INTO tasks (project_id, title, status)
-    SELECT id, 'first task of ' || name, 'doing' FROM projects;
-"""
-ROWS = {
-    "users": "SELECT id, email, name FROM users ORDER BY id",
-    "projects": "SELECT id, owner_id, name, slug FROM projects ORDER BY id",
-    "tasks": "SELECT id, project_id, title, status FROM tasks ORDER BY id",
-}
+PARENT = FIXTURE_REVISIONS[-1]  # the fixture's head, where both branches start
+SEED = "INSERT INTO widgets (name, size) VALUES ('gear', 3), ('bolt', NULL), ('nut', 1)"
+ROWS = {"widgets": "SELECT id, name, size FROM widgets ORDER BY id"}
 
 
 def resolve(repo: Path, url, *args: str) -> subprocess.CompletedProcess:
@@ -39,20 +30,20 @@ def resolve(repo: Path, url, *args: str) -> subprocess.CompletedProcess:
 
 
 def add_revision(repo: Path, rev: str, parent: str, stamp: str, message: str,
-                 table: str, column: str, downgrade: str | None = None) -> Path:
+                 column: str, downgrade: str | None = None) -> Path:
     return write_revision(
         repo, rev, parent, message, stamp=stamp,
-        upgrade=f'op.add_column("{table}", sa.Column("{column}", sa.Text(), nullable=True))',
-        downgrade=downgrade or f'op.drop_column("{table}", "{column}")')
+        upgrade=f'op.add_column("widgets", sa.Column("{column}", sa.Text(), nullable=True))',
+        downgrade=downgrade or f'op.drop_column("widgets", "{column}")')
 
 
 def snapshot(url) -> dict[str, list[tuple]]:
     return {table: execute_sql(url, query) for table, query in ROWS.items()}
 
 
-def columns(url, table: str) -> set[str]:
+def columns(url) -> set[str]:
     rows = execute_sql(url, "SELECT column_name FROM information_schema.columns "
-                            "WHERE table_schema = 'public' AND table_name = %s", (table,))
+                            "WHERE table_schema = 'public' AND table_name = 'widgets'")
     return {name for (name,) in rows}
 
 
@@ -74,29 +65,28 @@ def down_revision(path: Path) -> str:
 
 @pytest.fixture
 def repo(tmp_path) -> Path:
-    return copy_repository(tmp_path / "repo")
+    return fixture_project(tmp_path / "repo")
 
 
 @pytest.fixture
-def conflict(repo, head_db):
-    """Two heads on the shipped head, the newer one applied, rows written before it.
+def conflict(repo, fixture_db):
+    """Two heads on the fixture's head, the newer one applied, rows written before it.
 
     As it happens: the local revision is written and applied, then a pull brings a
     revision another branch added on the same parent (older, since it was written first).
     """
-    parent = db_revisions(head_db)[0]
-    execute_sql(head_db, SEED)
-    rows = snapshot(head_db)
-    add_revision(repo, LOCAL, parent, "20261121_0900", "add b to projects", "projects", "b")
-    run_flask(["db", "upgrade"], head_db, cwd=repo)
-    add_revision(repo, OTHER, parent, "20261120_0900", "add a to tasks", "tasks", "a")
-    assert sorted(heads(repo)) == [OTHER, LOCAL] and db_revisions(head_db) == [LOCAL]
-    return {"parent": parent, "rows": rows}
+    execute_sql(fixture_db, SEED)
+    rows = snapshot(fixture_db)
+    add_revision(repo, LOCAL, PARENT, "20261121_0900", "add b to widgets", "b")
+    run_flask(["db", "upgrade"], fixture_db, cwd=repo)
+    add_revision(repo, OTHER, PARENT, "20261120_0900", "add a to widgets", "a")
+    assert sorted(heads(repo)) == [OTHER, LOCAL] and db_revisions(fixture_db) == [LOCAL]
+    return {"parent": PARENT, "rows": rows}
 
 
-def test_merge_writes_a_merge_revision_and_upgrades(repo, head_db, conflict):
+def test_merge_writes_a_merge_revision_and_upgrades(repo, fixture_db, conflict):
     # Act
-    proc = resolve(repo, head_db, "merge", "-m", "merge a and b")
+    proc = resolve(repo, fixture_db, "merge", "-m", "merge a and b")
 
     # Assert
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -104,19 +94,19 @@ def test_merge_writes_a_merge_revision_and_upgrades(repo, head_db, conflict):
     merge = ScriptDirectory(str(repo / "migrations")).get_revision(head)
     assert set(merge.down_revision) == {OTHER, LOCAL}
     assert merge.doc == "merge a and b"
-    assert db_revisions(head_db) == [head]
-    assert "a" in columns(head_db, "tasks") and "b" in columns(head_db, "projects")
-    assert snapshot(head_db) == conflict["rows"]
+    assert db_revisions(fixture_db) == [head]
+    assert {"a", "b"} <= columns(fixture_db)
+    assert snapshot(fixture_db) == conflict["rows"]
     assert "flask db merge heads" in proc.stdout and "flask db upgrade" in proc.stdout
 
 
-def test_rebase_moves_the_newer_head_onto_the_other(repo, head_db, conflict):
+def test_rebase_moves_the_newer_head_onto_the_other(repo, fixture_db, conflict):
     # Arrange
     local_file = next((repo / "migrations/versions").glob(f"*_{LOCAL}_*.py"))
     body = local_file.read_text().split("def upgrade", 1)[1]
 
     # Act
-    proc = resolve(repo, head_db, "rebase")
+    proc = resolve(repo, fixture_db, "rebase")
 
     # Assert
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -125,20 +115,20 @@ def test_rebase_moves_the_newer_head_onto_the_other(repo, head_db, conflict):
     assert down_revision(rebased) == OTHER
     assert f"Revises: {OTHER}" in rebased.read_text()
     assert rebased.read_text().split("def upgrade", 1)[1] == body
-    assert db_revisions(head_db) == [LOCAL]
-    assert "a" in columns(head_db, "tasks") and "b" in columns(head_db, "projects")
-    assert snapshot(head_db) == conflict["rows"]
+    assert db_revisions(fixture_db) == [LOCAL]
+    assert {"a", "b"} <= columns(fixture_db)
+    assert snapshot(fixture_db) == conflict["rows"]
     assert f"flask db downgrade {conflict['parent']}" in proc.stdout
 
 
 def test_rebase_keep_moves_the_older_head_and_renames_it_after_its_new_parent(
-        repo, head_db, conflict):
+        repo, fixture_db, conflict):
     # Arrange
     [original] = (repo / "migrations/versions").glob(f"*_{OTHER}_*.py")
     before = original.read_text()
 
     # Act: keep the applied revision; the unapplied one moves, so nothing is rolled back.
-    proc = resolve(repo, head_db, "rebase", "--keep", LOCAL[:6])
+    proc = resolve(repo, fixture_db, "rebase", "--keep", LOCAL[:6])
 
     # Assert
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -154,46 +144,46 @@ def test_rebase_keep_moves_the_older_head_and_renames_it_after_its_new_parent(
     assert f"Revises: {LOCAL}" in moved.read_text()
     assert "Create Date: 2026-11-20" not in moved.read_text()
     assert "nothing to roll back" in proc.stdout
-    assert db_revisions(head_db) == [OTHER]
-    assert "a" in columns(head_db, "tasks") and "b" in columns(head_db, "projects")
-    assert snapshot(head_db) == conflict["rows"]
+    assert db_revisions(fixture_db) == [OTHER]
+    assert {"a", "b"} <= columns(fixture_db)
+    assert snapshot(fixture_db) == conflict["rows"]
 
 
 def test_rebase_rolls_back_only_the_moved_branch_when_the_database_has_both(
-        repo, head_db, conflict):
+        repo, fixture_db, conflict):
     # Arrange: the database has both heads (upgrades refuse two heads, so by hand, as
     # an older tool would have left it); a value sits in the kept branch's column.
-    execute_sql(head_db, f"ALTER TABLE tasks ADD COLUMN a text; UPDATE tasks SET a = 'kept value'; "
-                         f"INSERT INTO alembic_version VALUES ('{OTHER}')")
+    execute_sql(fixture_db, "ALTER TABLE widgets ADD COLUMN a text; "
+                            f"UPDATE widgets SET a = 'kept value'; "
+                            f"INSERT INTO alembic_version VALUES ('{OTHER}')")
 
     # Act
-    proc = resolve(repo, head_db, "rebase")
+    proc = resolve(repo, fixture_db, "rebase")
 
     # Assert
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert heads(repo) == [LOCAL] and db_revisions(head_db) == [LOCAL]
-    assert {a for (a,) in execute_sql(head_db, "SELECT a FROM tasks")} == {"kept value"}
-    assert snapshot(head_db) == conflict["rows"]
+    assert heads(repo) == [LOCAL] and db_revisions(fixture_db) == [LOCAL]
+    assert {a for (a,) in execute_sql(fixture_db, "SELECT a FROM widgets")} == {"kept value"}
+    assert snapshot(fixture_db) == conflict["rows"]
 
 
-def test_rebase_changes_no_file_when_the_rollback_fails(repo, head_db):
+def test_rebase_changes_no_file_when_the_rollback_fails(repo, fixture_db):
     # Arrange: the local revision's downgrade() cannot run.
-    parent = db_revisions(head_db)[0]
-    add_revision(repo, LOCAL, parent, "20261121_0900", "add b to projects", "projects", "b",
+    add_revision(repo, LOCAL, PARENT, "20261121_0900", "add b to widgets", "b",
                  downgrade='op.execute("SELECT * FROM no_such_table")')
-    run_flask(["db", "upgrade"], head_db, cwd=repo)
-    add_revision(repo, OTHER, parent, "20261120_0900", "add a to tasks", "tasks", "a")
+    run_flask(["db", "upgrade"], fixture_db, cwd=repo)
+    add_revision(repo, OTHER, PARENT, "20261120_0900", "add a to widgets", "a")
     before = files(repo)
 
     # Act
-    proc = resolve(repo, head_db, "rebase")
+    proc = resolve(repo, fixture_db, "rebase")
 
     # Assert
     assert proc.returncode == 1
     [line] = [ln for ln in proc.stderr.splitlines() if ln.startswith("resolve_conflict: failed")]
     assert f"rolling back {LOCAL}" in line and "no_such_table" in line
     assert f"at {LOCAL}" in line and "no file was changed" in line
-    assert files(repo) == before and db_revisions(head_db) == [LOCAL]
+    assert files(repo) == before and db_revisions(fixture_db) == [LOCAL]
 
 
 @pytest.mark.parametrize("action", ["merge", "rebase"])
@@ -216,13 +206,12 @@ def test_refuses_a_database_on_another_host_before_connecting(repo, conflict, ac
     assert files(repo) == before
 
 
-@pytest.mark.parametrize("args", [["--force", "merge"], ["rebase", "--force"]])
-def test_force_goes_past_the_local_check(repo, conflict, args):
+def test_force_goes_past_the_local_check_and_rebase_stops_at_connecting(repo, conflict):
     # .invalid never resolves: the run gets as far as connecting, and stops there.
     url = parse_database_url("postgresql://app:S3cret@db.example.invalid:5432/app")
     before = files(repo)
 
-    proc = resolve(repo, url, *args)
+    proc = resolve(repo, url, "rebase", "--force")
 
     assert proc.returncode != 0
     assert "not a local development database" not in proc.stderr
@@ -231,35 +220,54 @@ def test_force_goes_past_the_local_check(repo, conflict, args):
     assert files(repo) == before
 
 
-@pytest.mark.parametrize("action", ["merge", "rebase"])
-def test_refuses_when_there_is_one_head(repo, head_db, action):
+def test_merge_needs_only_the_files_when_the_database_does_not_answer(repo, conflict):
+    # Arrange
+    url = parse_database_url("postgresql://app:S3cret@db.example.invalid:5432/app")
     before = files(repo)
 
-    proc = resolve(repo, head_db, action)
+    # Act
+    proc = resolve(repo, url, "--force", "merge")
+
+    # Assert
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "--force: working on db.example.invalid" in proc.stderr
+    [merge] = set(files(repo)) - set(before)
+    assert f"wrote migrations/versions/{merge}" in proc.stdout
+    assert "the database was not upgraded (cannot reach the database" in proc.stdout
+    assert "db upgrade` once it answers" in proc.stdout
+    assert len(heads(repo)) == 1
+    assert "S3cret" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("action", ["merge", "rebase"])
+def test_refuses_when_there_is_one_head(repo, fixture_db, action):
+    before = files(repo)
+
+    proc = resolve(repo, fixture_db, action)
 
     assert proc.returncode != 0
     assert "nothing to resolve" in proc.stderr
     assert files(repo) == before
 
 
-def test_without_arguments_shows_the_heads_and_both_ways(repo, head_db, conflict):
-    proc = resolve(repo, head_db)
+def test_without_arguments_shows_the_heads_and_both_ways(repo, fixture_db, conflict):
+    proc = resolve(repo, fixture_db)
 
     assert proc.returncode == 0
     assert OTHER in proc.stderr and LOCAL in proc.stderr
     assert "resolve_conflict.sh merge" in proc.stderr
     assert "resolve_conflict.sh rebase" in proc.stderr
-    assert db_revisions(head_db) == [LOCAL]
+    assert db_revisions(fixture_db) == [LOCAL]
 
 
-def test_rebase_refuses_a_keep_that_is_not_a_head(repo, head_db, conflict):
+def test_rebase_refuses_a_keep_that_is_not_a_head(repo, fixture_db, conflict):
     before = files(repo)
 
-    proc = resolve(repo, head_db, "rebase", "--keep", conflict["parent"])
+    proc = resolve(repo, fixture_db, "rebase", "--keep", conflict["parent"])
 
     assert proc.returncode != 0
     assert "not one of the heads" in proc.stderr
-    assert files(repo) == before and db_revisions(head_db) == [LOCAL]
+    assert files(repo) == before and db_revisions(fixture_db) == [LOCAL]
 
 
 @pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "::1", "[::1]", "/run/postgresql",
