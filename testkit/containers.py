@@ -18,7 +18,7 @@ import time
 import uuid
 from pathlib import Path
 
-from testkit.support import ROOT, copy_repository, free_port, http_get
+from testkit.support import ROOT, fixture_project, free_port, http_get
 
 # The database password every test uses: the suite checks it never shows in any log.
 PASSWORD = "Pg-S3cret-Word"
@@ -53,7 +53,7 @@ class Project:
         self.repo = repo
         self.name = f"t{uuid.uuid4().hex[:10]}"
         self.port = free_port()
-        # Production is the image as built: docker-compose.yml alone, as the README says.
+        # Production is the image as built: docker-compose.yml alone, as docs/operations.md says.
         self.files = ["-f", "docker-compose.yml"] if production else []
         self.env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                     "HOME": str(Path.home()), "BACKEND_PORT": str(self.port),
@@ -117,7 +117,9 @@ class Project:
 
 
 def copy_for_containers(dest: Path) -> Path:
-    repo = copy_repository(dest)
+    """A copy of the project serving the fixture application, with the files an image and
+    compose need: the containers prove the lifecycle whatever application is in the tree."""
+    repo = fixture_project(dest)
     for name in CONTAINER_FILES:
         shutil.copy2(ROOT / name, repo / name)
     return repo

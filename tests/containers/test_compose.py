@@ -8,23 +8,23 @@ import subprocess
 import time
 
 from testkit.containers import PASSWORD, docker, wait_replica_ready
-from testkit.support import child_env, head_revision, request, revisions, write_revision
+from testkit.support import FIXTURE_REVISIONS, child_env, head_revision, request, write_revision
 
 
 def add_model_column(repo, column: str) -> None:
-    """The guide's model change: a nullable text column on tasks."""
-    model = repo / "backend/models/task.py"
+    """The guide's model change: a nullable text column on the fixture's widgets."""
+    model = repo / "backend/models/__init__.py"
     text = model.read_text()
-    anchor = "    created_at: Mapped[datetime]"
+    anchor = "\n    def to_dict(self)"
     assert anchor in text
     model.write_text(text.replace(
-        anchor, f"    {column}: Mapped[str | None] = mapped_column(sa.Text, nullable=True)\n"
+        anchor, f"\n    {column}: Mapped[str | None] = mapped_column(sa.Text, nullable=True)\n"
                 + anchor, 1))
 
 
 def has_column(project, column: str) -> bool:
     return project.sql("SELECT count(*) FROM information_schema.columns WHERE "
-                       f"table_name = 'tasks' AND column_name = '{column}'") == "1"
+                       f"table_name = 'widgets' AND column_name = '{column}'") == "1"
 
 
 def test_up_build_migrates_backs_up_and_serves_as_a_non_root_user(project):
@@ -35,7 +35,7 @@ def test_up_build_migrates_backs_up_and_serves_as_a_non_root_user(project):
     # Assert
     assert ready["current"] == ready["head"] and ready["pending"] == []
     logs = project.logs()
-    assert logs.count("applied ") == len(revisions())
+    assert logs.count("applied ") == len(FIXTURE_REVISIONS)
     assert project.exec("backend", "id", "-u").stdout.strip() == "10001"
     dumps = project.exec("backend", "ls", "/backups").stdout.split()
     assert len(dumps) == 1 and dumps[0].endswith(".dump")
@@ -47,8 +47,7 @@ def test_down_then_up_keeps_the_data(project):
     # Arrange
     project("up", "-d", "--build")
     project.wait_ready()
-    status, user = request(project.port, "POST", "/api/users",
-                           {"email": "kept@example.com", "name": "Kept"})
+    status, widget = request(project.port, "POST", "/api/widgets", {"name": "kept"})
     assert status == 201
 
     # Act
@@ -57,7 +56,7 @@ def test_down_then_up_keeps_the_data(project):
     project.wait_ready()
 
     # Assert
-    assert request(project.port, "GET", f"/api/users/{user['id']}") == (200, user)
+    assert request(project.port, "GET", f"/api/widgets/{widget['id']}") == (200, widget)
     assert "nothing to apply" in project.logs()
 
 
@@ -65,9 +64,9 @@ def test_a_failing_revision_stops_the_container_and_leaves_the_database(project)
     # Arrange: the shipped history plus a revision that fails after its first statement.
     parent = head_revision(project.repo)
     write_revision(project.repo, "ffff00000003", parent, "add a column then fail",
-                   upgrade='op.add_column("tasks", sa.Column("doomed", sa.Text()))\n'
+                   upgrade='op.add_column("widgets", sa.Column("doomed", sa.Text()))\n'
                            'op.execute("SELECT * FROM no_such_table")',
-                   downgrade='op.drop_column("tasks", "doomed")')
+                   downgrade='op.drop_column("widgets", "doomed")')
 
     # Act
     project("up", "-d", "--build")
@@ -102,12 +101,11 @@ def test_backup_then_restore_through_the_backend_gives_the_rows_back(project):
     # Arrange
     project("up", "-d", "--build")
     project.wait_ready()
-    status, user = request(project.port, "POST", "/api/users",
-                           {"email": "saved@example.com", "name": "Saved"})
+    status, widget = request(project.port, "POST", "/api/widgets", {"name": "saved"})
     assert status == 201
     dump = project.exec("backend", "scripts/backup.sh").stdout.strip().splitlines()[-1]
-    project.sql("DELETE FROM users")
-    assert request(project.port, "GET", f"/api/users/{user['id']}")[0] == 404
+    project.sql("DELETE FROM widgets")
+    assert request(project.port, "GET", f"/api/widgets/{widget['id']}")[0] == 404
 
     # Act: the guide stops the service, restores, starts it again.
     project("stop", "backend")
@@ -117,7 +115,7 @@ def test_backup_then_restore_through_the_backend_gives_the_rows_back(project):
     project.wait_ready()
 
     # Assert
-    assert request(project.port, "GET", f"/api/users/{user['id']}") == (200, user)
+    assert request(project.port, "GET", f"/api/widgets/{widget['id']}") == (200, widget)
 
 
 def test_the_guides_backup_first_with_pg_dump_in_the_db_container(project):
@@ -129,7 +127,7 @@ def test_the_guides_backup_first_with_pg_dump_in_the_db_container(project):
     dump = project.exec("db", "pg_dump", "-U", "app", "-d", "app").stdout
 
     # Assert
-    assert "CREATE TABLE public.tasks" in dump and "alembic_version" in dump
+    assert "CREATE TABLE public.widgets" in dump and "alembic_version" in dump
 
 
 def test_three_replicas_started_at_once_one_migrates_all_serve(project):
@@ -177,7 +175,7 @@ def test_the_guides_loop_with_the_source_mounted(dev_project, tmp_path):
 
     # Act 1: a model change, its migration created through the container, then a restart.
     add_model_column(repo, "loop_note")
-    created = project.exec("backend", "scripts/create_migration.sh", "add task loop note")
+    created = project.exec("backend", "scripts/create_migration.sh", "add widget loop note")
     path = repo / re.search(r"^(migrations/versions/\S+\.py)$", created.stdout, re.M).group(1)
     project("restart", "backend")
     project.wait_ready()
@@ -187,7 +185,7 @@ def test_the_guides_loop_with_the_source_mounted(dev_project, tmp_path):
     assert has_column(project, "loop_note")
     rev = re.search(r"Revision ID: (\w+)", path.read_text()).group(1)
     assert rev in project.exec("backend", "flask", "db", "current").stdout
-    assert "add task loop note" in project.exec("backend", "flask", "db", "history").stdout
+    assert "add widget loop note" in project.exec("backend", "flask", "db", "history").stdout
 
     # Act 2: roll back, then a restart applies it again.
     project.exec("backend", "flask", "db", "downgrade")
@@ -202,7 +200,7 @@ def test_the_guides_loop_with_the_source_mounted(dev_project, tmp_path):
     # a restart of the container.
     add_model_column(repo, "loop_rank")
     host = subprocess.run(
-        [str(repo / "scripts/create_migration.sh"), "add task loop rank"], cwd=repo,
+        [str(repo / "scripts/create_migration.sh"), "add widget loop rank"], cwd=repo,
         env=child_env(), capture_output=True, text=True, timeout=300)
     project("restart", "backend")
     project.wait_ready()

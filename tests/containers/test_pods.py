@@ -30,12 +30,13 @@ import pytest
 from ruamel.yaml import YAML
 
 from testkit.containers import PASSWORD, copy_for_containers, docker, wait_replica_ready
-from testkit.support import ROOT, head_revision, http_get, request, write_revision
+from testkit.support import FIXTURE_REVISIONS, ROOT, http_get, request, write_revision
 
 MANIFESTS = ROOT / "deploy/kubernetes"
 # Created by the operator, never in the repository (kustomization.yaml says how).
 DATABASE_SECRET = "migration-safe-backend-db"
-HEAD = head_revision(ROOT)
+# The images serve the fixture application (testkit.containers.copy_for_containers).
+HEAD = FIXTURE_REVISIONS[-1]
 
 # Settings a plain container has no use for: no Kubernetes API, no other Services, no
 # restarts (each try is a container of its own), and the test stops its containers itself.
@@ -458,17 +459,16 @@ def test_a_release_with_a_failing_revision_leaves_the_old_release_serving(pods):
     old = [pods.run(f"old{i}", "deployment.yaml") for i in range(2)]
     for name in old:
         wait_replica_ready(name)
-    status, user = request(pods.ports[old[0]], "POST", "/api/users",
-                           {"email": "kept@example.com", "name": "Kept"})
+    status, widget = request(pods.ports[old[0]], "POST", "/api/widgets", {"name": "kept"})
     assert status == 201
     new_release = pods.release_with(
         "ffff00000003", "add a column then fail",
-        upgrade='op.add_column("tasks", sa.Column("doomed", sa.Text()))\n'
+        upgrade='op.add_column("widgets", sa.Column("doomed", sa.Text()))\n'
                 'op.execute("SELECT * FROM no_such_table")',
-        downgrade='op.drop_column("tasks", "doomed")')
+        downgrade='op.drop_column("widgets", "doomed")')
 
     # Act: the new release's Job, then a new replica that migrates on start.
-    with Client([pods.ports[name] for name in old], ["/readyz", f"/api/users/{user['id']}"]
+    with Client([pods.ports[name] for name in old], ["/readyz", f"/api/widgets/{widget['id']}"]
                 ) as client:
         job = pods.run("migrate-new", "migrate/job.yaml", image=new_release)
         job_code = pods.wait_exit(job)
@@ -482,7 +482,7 @@ def test_a_release_with_a_failing_revision_leaves_the_old_release_serving(pods):
     assert "no_such_table" in job_log
     assert pods.sql("SELECT version_num FROM alembic_version") == HEAD
     assert pods.sql("SELECT count(*) FROM information_schema.columns WHERE "
-                    "table_name = 'tasks' AND column_name = 'doomed'") == "0"
+                    "table_name = 'widgets' AND column_name = 'doomed'") == "0"
     assert replica_code != 0 and 200 not in replica_statuses, pods.logs(replica)
     assert "ffff00000003 (add a column then fail) failed" in pods.logs(replica)
     failures = [answer for answer in client.answers if answer[2] != 200]
