@@ -67,6 +67,7 @@ from backend.config import Config, ConfigError, database_url_setting, parse_data
 from backend.postgres import describe_error
 from migration_tools import lint_baseline
 from migration_tools.lint_baseline import BASELINE_FILE, LINE_SYNTAX, Baseline, BaselineError
+from migration_tools.lint_hints import with_hint
 
 if TYPE_CHECKING:
     from alembic.script import Script
@@ -114,7 +115,8 @@ class Finding:
         """The report line: file, revision id and message, then the rule and its message."""
         rev = self.revision
         path = rev.path.relative_to(root) if rev.path.is_relative_to(root) else rev.path
-        what = f"{self.rule}: {self.message}" if self.rule else self.message
+        message = with_hint(self.rule, self.message)
+        what = f"{self.rule}: {message}" if self.rule else message
         return f'{path} ({rev.ident}, "{rev.message}"): {what}'
 
 

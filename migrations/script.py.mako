@@ -7,6 +7,8 @@ Create Date: ${create_date}
 """
 # How to change a busy table without stopping it (docs/safe-migrations.md):
 # - Each revision runs in its own transaction; keep it to one logical change.
+# - Big tables:  backend/migrate/large_tables.py: create_index_concurrently, set_not_null,
+#                add_foreign_key, add_enum_value do the steps below in one call each.
 # - Index:       with op.get_context().autocommit_block():
 #                    op.create_index(..., postgresql_concurrently=True, if_not_exists=True)
 # - Constraint:  op.create_check_constraint(...) / op.create_foreign_key(...) with

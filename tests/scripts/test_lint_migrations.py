@@ -94,6 +94,19 @@ def test_flags_an_unsafe_revision_naming_its_file_and_message(repo, body, rule):
     assert "finding(s)" in summary(proc)
 
 
+@pytest.mark.parametrize(("body", "helper"), [
+    (CREATE_INDEX, "create_index_concurrently"),
+    (REQUIRED_COLUMN, "set_not_null"),
+])
+def test_a_finding_with_a_safe_helper_names_it(repo, body, helper):
+    rev, _ = add_revision(repo, "risky change", body)
+
+    proc = lint(repo)
+
+    line = next(line for line in proc.stdout.splitlines() if f"({rev}, " in line)
+    assert line.endswith(f"backend.migrate.large_tables.{helper})"), line
+
+
 def test_a_reasoned_ignore_comment_silences_that_rule(repo):
     comment = f"# squawk-ignore: {INDEX_RULE} widgets is empty until 2.0 ships\n"
     rev, _ = add_revision(repo, "index names", CREATE_INDEX, comments=comment)
