@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from flask.cli import AppGroup
 
 from backend.config import ConfigError, mask_url
 from backend.extensions import db
-from backend.migrate import LifecycleError, checksums
+from backend.migrate import LifecycleError, backfill_runner, checksums
 from backend.migrate.backup import (
     current_revision,
     describe_dump,
@@ -92,4 +93,56 @@ def restore(dump: Path, yes: bool) -> None:
         restore_backup(url, dump)
     except (ConfigError, LifecycleError) as exc:
         log.error("restore failed: %s", exc)
+        sys.exit(1)
+
+
+backfill_cli = AppGroup("backfill", help="Background data migrations registered by revisions.")
+migrations_cli.add_command(backfill_cli)
+
+
+@backfill_cli.command("status")
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of objects instead.")
+def backfill_status(as_json: bool) -> None:
+    """Each background migration: state, rows done of the estimated total, rate and ETA."""
+    try:
+        rows = backfill_runner.status(current_app.config["SERVICE_CONFIG"].database_url)
+    except (ConfigError, LifecycleError) as exc:
+        log.error("backfill status failed: %s", exc)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no background migrations registered")
+        return
+    table = [("NAME", "REVISION", "TABLE", "STATE", "ROWS DONE/TOTAL", "ROWS/S", "ETA")]
+    for row in rows:
+        rate, eta = row["rows_per_second"], row["eta_seconds"]
+        table.append((row["name"], row["revision"], row["table"], row["state"],
+                      f"{row['rows_done']}/{'' if row['state'] == 'done' else '~'}"
+                      f"{row['rows_total']}",
+                      f"{rate:.0f}" if rate else "-",
+                      f"{eta}s" if eta is not None else "-"))
+    widths = [max(len(str(line[i])) for line in table) for i in range(len(table[0]))]
+    for line in table:
+        cells = (str(cell).ljust(width) for cell, width in zip(line, widths, strict=True))
+        click.echo("  ".join(cells).rstrip())
+    for row in rows:
+        if row["error"]:
+            click.echo(f"{row['name']} failed: {row['error']}")
+
+
+@backfill_cli.command("run")
+@click.option("--log-every", default=10, show_default=True, type=click.IntRange(min=1),
+              help="A progress line every N batches.")
+def backfill_run(log_every: int) -> None:
+    """Apply the pending background migrations in resumable batches; exit 0 when all are
+    done. Safe to run in several replicas at once: each migration has one runner."""
+    settings = current_app.config["SERVICE_CONFIG"]
+    try:
+        failures = backfill_runner.run_all(settings.database_url, settings, log_every)
+    except (ConfigError, LifecycleError) as exc:
+        log.error("backfill run failed: %s", exc)
+        sys.exit(1)
+    if failures:
         sys.exit(1)

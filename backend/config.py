@@ -210,6 +210,13 @@ class Config:
     backup_before_migrate: bool = False
     backup_dir: Path = PROJECT_ROOT / "backups"
     backup_keep: int = 5
+    # Background migrations (flask migrations backfill run): the duration a batch aims at,
+    # the largest batch, and the health signals that pause the runner (seconds).
+    backfill_batch_seconds: float = 0.5
+    backfill_max_batch_size: int = 50_000
+    backfill_max_transaction_age: float = 300.0
+    backfill_max_lock_wait: float = 5.0
+    backfill_max_replication_lag: float = 60.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -239,6 +246,13 @@ class Config:
             backup_before_migrate=parse_flag(env, "BACKUP_BEFORE_MIGRATE"),
             backup_dir=_directory(env, "BACKUP_DIR", "backups"),
             backup_keep=parse_int(env, "BACKUP_KEEP", 5, minimum=1),
+            backfill_batch_seconds=_float(env, "BACKFILL_BATCH_SECONDS", 0.5, positive=True),
+            backfill_max_batch_size=parse_int(env, "BACKFILL_MAX_BATCH_SIZE", 50_000, minimum=1),
+            backfill_max_transaction_age=_float(env, "BACKFILL_MAX_TRANSACTION_AGE", 300.0,
+                                                positive=True),
+            backfill_max_lock_wait=_float(env, "BACKFILL_MAX_LOCK_WAIT", 5.0, positive=True),
+            backfill_max_replication_lag=_float(env, "BACKFILL_MAX_REPLICATION_LAG", 60.0,
+                                                positive=True),
         )
 
     @classmethod

@@ -12,10 +12,10 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from backend.migrate import checksums
+from backend.migrate import bookkeeping
 
 # Alembic's and our own bookkeeping: they change with every revision by design.
-BOOKKEEPING = ("alembic_version", checksums.TABLE)
+BOOKKEEPING = bookkeeping.TABLES
 
 Schema = frozenset[str]
 

@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 
 from backend.config import mask_url
 from backend.logs import configure_logging
-from backend.migrate import LifecycleError, checksums
+from backend.migrate import LifecycleError, bookkeeping
 from backend.migrate.apply import RevisionRecorder, run_locked
 from backend.migrate.interrupt import cancel_on_signal
 from backend.postgres import describe_error
@@ -51,8 +51,8 @@ def skip_empty_autogenerate(context, revision, directives):
 
 
 def include_name(name, type_, parent_names) -> bool:
-    """Autogenerate compares only the models' tables: our checksum table is not one."""
-    return not (type_ == "table" and name == checksums.TABLE)
+    """Autogenerate compares only the models' tables: the lifecycle's own are not ones."""
+    return not (type_ == "table" and name in bookkeeping.TABLES)
 
 
 def run_migrations_offline() -> None:

@@ -22,6 +22,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import pytest
 
 from testkit.support import ROOT, child_env
@@ -63,6 +64,10 @@ RUN_BY: list[tuple[str, str]] = [
      "tests/scripts/test_rehearse.py::test_from_dump_rehearses_a_backup_file"),
     (r"scripts/reset_dev_database\.sh",
      "tests/scripts/test_branch_switch.py::test_the_reset_backs_up_then_rebuilds_at_head"),
+    (r"flask migrations backfill run",
+     "tests/migrate/test_background.py::test_run_changes_every_row_once_and_status_reports_done"),
+    (r"flask migrations backfill status( --json)?",
+     "tests/migrate/test_background.py::test_status_before_a_run_lists_pending_migrations"),
     # The port, run by CI's swap step (a script, not a test: it runs the suite itself).
     (r"scripts/remove_example\.sh", SWAP),
     (r"cp -R tests/apps/blog/\. \.", SWAP),
@@ -171,7 +176,8 @@ def test_the_test_that_runs_a_command_exists_and_mentions_it(pattern, node):
     assert find_test(node) is not None, f"{node} (named for {pattern!r}) does not exist"
     # The program the command runs is named in that test's module.
     program = re.sub(r"\\", "", pattern.split(" ")[0].split("(")[0])
-    needle = {"flask": "db ", "make": "verify-migrations", "source": ".venv/bin/activate",
+    flask_group = "migrations" if pattern.startswith("flask migrations") else "db "
+    needle = {"flask": flask_group, "make": "verify-migrations", "source": ".venv/bin/activate",
               "cp": "tests/apps/blog"}.get(program, Path(program).name)
     assert needle in (ROOT / node.split("::")[0]).read_text(), (node, needle)
 
@@ -237,12 +243,14 @@ def check_flask(words: list[str]) -> None:
     from backend.cli import migrations_cli
 
     assert words[1] in ("db", "migrations"), f"unknown flask group {words[1]!r}"
-    group = db if words[1] == "db" else migrations_cli
-    command = group.commands.get(words[2])
-    assert command is not None, f"flask {words[1]} has no command {words[2]!r}"
+    command, rest = db if words[1] == "db" else migrations_cli, words[2:]
+    while isinstance(command, click.Group) and rest and not rest[0].startswith("-"):
+        named = command.commands.get(rest[0])
+        assert named is not None, f"flask {words[1]} has no command {rest[0]!r}"
+        command, rest = named, rest[1:]
     options = {opt for param in command.params for opt in param.opts}
-    for flag in (w for w in words[3:] if w.startswith("-")):
-        assert flag in options, f"flask {words[1]} {words[2]} has no option {flag}"
+    for flag in (w for w in rest if w.startswith("-")):
+        assert flag in options, f"{' '.join(words)}: no option {flag}"
 
 
 def check_docker(words: list[str]) -> None:

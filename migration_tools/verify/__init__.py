@@ -35,7 +35,7 @@ What is compared: schemas, extensions, tables (partitioning, persistence, commen
 valid), sequences (parameters, owner), views, enum/domain/range/composite types, functions
 and triggers; not grants, owners, policies or row data. Column order is not compared (a
 downgrade that drops and re-adds a column is fine), as autogenerate does not compare it.
-``alembic_version`` and ``migration_checksums`` are left out.
+``alembic_version``, ``migration_checksums`` and ``background_migrations`` are left out.
 
 The revisions run without ``env.py``'s advisory lock, session timeouts, refusals and
 checksums: those guard a shared database, and this one is a scratch one no one else uses.
