@@ -91,19 +91,24 @@ def test_a_hung_database_leaves_healthz_answering_and_the_api_answering_503(serv
     with Load(port) as load:
         time.sleep(1)
 
-        # Act: the database hangs for 8 seconds under load.
+        # Act: the database hangs for 12 seconds under load.
         server.pause()
-        probes = healthz_latencies(port, 8)
+        probes = healthz_latencies(port, 12)
         server.resume()
         recovered = wait_until_served(port)
     statuses = {status for status, _ in load.answers}
 
     # Assert: requests caught in the hang wait out the deadline (a pooled connection's
-    # ping, then one reconnect); from then on every probe is answered at once.
-    worst = 2 * (QUERY_TIMEOUT + 1)
+    # ping, then one reconnect). A request admitted just before its worker saw the first
+    # failure (one deadline into the hang) may hold a thread that long after it, so a probe
+    # may queue behind it until then; from then on every probe is answered at once.
+    deadline = QUERY_TIMEOUT + 1
+    worst = 2 * deadline
+    settled = deadline + worst
     assert {status for _, status, _ in probes} == {200}
     assert max(seconds for _, _, seconds in probes) < worst + 1
-    assert [seconds for at, _, seconds in probes if at > worst and seconds > 0.5] == []
+    late = [seconds for at, _, seconds in probes if at > settled]
+    assert len(late) >= 5 and [seconds for seconds in late if seconds > 0.5] == []
     assert statuses <= {200, 201, 503}, [a for a in load.answers if a[0] not in (200, 201, 503)]
     assert 503 in statuses
     assert all("database" in body["error"] for status, body in load.answers if status == 503)
