@@ -22,6 +22,7 @@ from backend.migrate.backup import (
     take_backup,
 )
 from backend.migrate.lock import migration_lock
+from backend.migrate.post_deploy import apply_post_deploy
 from backend.migrate.revisions import read_state
 
 log = logging.getLogger("backend.lifecycle")
@@ -146,3 +147,19 @@ def backfill_run(log_every: int) -> None:
         sys.exit(1)
     if failures:
         sys.exit(1)
+
+
+@migrations_cli.command("post-deploy")
+def post_deploy() -> None:
+    """Apply the post-deploy (contract) revisions, once every replica serves the release.
+
+    Refuses, changing nothing, while a pre-deploy revision they need is pending or a
+    background migration they rely on is unfinished (it names it). Exit 0 when done.
+    """
+    try:
+        applied = apply_post_deploy(current_app)
+    except (ConfigError, LifecycleError) as exc:
+        log.error("post-deploy refused: %s", exc)
+        sys.exit(1)
+    click.echo(f"applied {len(applied)} post-deploy revision(s): {', '.join(applied)}"
+               if applied else "nothing to apply: no post-deploy revision is pending")

@@ -17,9 +17,10 @@ from sqlalchemy.exc import DBAPIError
 
 from backend.config import mask_url
 from backend.logs import configure_logging
-from backend.migrate import LifecycleError, bookkeeping
+from backend.migrate import LifecycleError, alembic_plan, bookkeeping, checksums, phases
 from backend.migrate.apply import RevisionRecorder, run_locked
 from backend.migrate.interrupt import cancel_on_signal
+from backend.migrate.revisions import read_state
 from backend.postgres import describe_error
 
 config = context.config
@@ -57,6 +58,7 @@ def include_name(name, type_, parent_names) -> bool:
 
 def run_migrations_offline() -> None:
     """Render SQL instead of running it (``flask db upgrade --sql``)."""
+    follow_phases(None)
     context.configure(
         url=migrate_ext.db.engine.url,
         target_metadata=target_metadata,
@@ -85,6 +87,25 @@ def migration_connection() -> contextlib.AbstractContextManager[Connection]:
     return given.connect()
 
 
+def follow_phases(connection: Connection | None) -> None:
+    """``head`` and ``-1`` on a history with a post-deploy branch: the pre-deploy head, the
+    phase applied last (backend/migrate/phases.py). Offline there is no database to ask,
+    and ``-1`` goes as typed."""
+    env = alembic_plan.environment()
+    command, typed = alembic_plan.requested(env)
+    history = phases.read_phases(context.script)
+    if typed is None or not history.has_post:
+        return
+    began = connection is not None and not connection.in_transaction()
+    current = read_state(connection)[0] if connection is not None else []
+    target = phases.destination(context.script, history, command, typed, current,
+                                lambda revisions: checksums.latest(connection, revisions))
+    if began:  # what the caller did not open, close: each revision commits on its own
+        connection.commit()
+    if target:
+        alembic_plan.retarget(env, target)
+
+
 def run_migrations_online() -> None:
     conf_args = dict(migrate_ext.configure_args)
     conf_args.setdefault("process_revision_directives", skip_empty_autogenerate)
@@ -93,6 +114,7 @@ def run_migrations_online() -> None:
         # Already in a transaction: the caller owns it (a check that rolls each step back).
         # Run inside it, without the lock, the refusals and the checksums: they all commit.
         in_caller_transaction = connection.in_transaction()
+        follow_phases(connection)
         context.configure(
             connection=connection,
             target_metadata=target_metadata,

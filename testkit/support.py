@@ -226,8 +226,12 @@ def revisions(repo: Path = ROOT) -> list[str]:
 
 def write_revision(repo: Path, rev: str, parent: str | tuple[str, ...] | None, message: str,
                    upgrade: str = "pass", downgrade: str = "pass",
-                   stamp: str = "20261120_1000", imports: str = "") -> Path:
-    """Add a revision file to a repository copy, as a developer would write one."""
+                   stamp: str = "20261120_1000", imports: str = "",
+                   branch_labels: tuple[str, ...] | None = None,
+                   depends_on: str | None = None) -> Path:
+    """Add a revision file to a repository copy, as a developer would write one (a
+    post-deploy revision: ``branch_labels=("post",)`` on the first, ``depends_on`` the
+    pre-deploy revision it completes)."""
     indent = "\n    "
     day, hhmm = stamp.split("_")
     created = f"{day[:4]}-{day[4:6]}-{day[6:]} {hhmm[:2]}:{hhmm[2:]}:00.000000+00:00"
@@ -237,7 +241,7 @@ def write_revision(repo: Path, rev: str, parent: str | tuple[str, ...] | None, m
         f'"""{message}\n\nRevision ID: {rev}\nRevises: {parents}\nCreate Date: {created}\n"""\n'
         f"{imports}from alembic import op\nimport sqlalchemy as sa\n\n"
         f"revision = {rev!r}\ndown_revision = {parent!r}\n"
-        "branch_labels = None\ndepends_on = None\n\n\n"
+        f"branch_labels = {branch_labels!r}\ndepends_on = {depends_on!r}\n\n\n"
         f"def upgrade():\n    {indent.join(upgrade.strip().splitlines())}\n\n\n"
         f"def downgrade():\n    {indent.join(downgrade.strip().splitlines())}\n")
     return path

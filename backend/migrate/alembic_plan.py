@@ -9,6 +9,7 @@ it to one file; tests/migrate/test_alembic_plan.py fails loudly if it does.
 
 from __future__ import annotations
 
+from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 
 
@@ -23,8 +24,47 @@ def command_name(ctx: MigrationContext) -> str:
     return _plan(ctx).__name__
 
 
-def _plan(ctx: MigrationContext):
-    plan = getattr(ctx, "_migrations_fn", None)
+def environment() -> EnvironmentContext:
+    """The running command's environment (``alembic.context`` proxies only its methods)."""
+    from alembic import context
+
+    return context._proxy
+
+
+def requested(env: EnvironmentContext) -> tuple[str, str | None]:
+    """Before the context is configured: (the command, the destination as the user typed
+    it, e.g. ``head`` or ``-1``; a stamp's first one), without resolving it: resolving
+    ``head`` raises when the history has a post-deploy branch beside the main line."""
+    destination = env.context_opts.get("destination_rev")
+    if isinstance(destination, tuple):
+        destination = destination[0] if len(destination) == 1 else None
+    return _plan(env).__name__, destination
+
+
+def retarget(env: EnvironmentContext, destination: str) -> None:
+    """Send the running command to ``destination`` instead: the plan function
+    ``alembic.command`` would have built for it, under the same name. Call it before
+    ``context.configure``, which hands the plan to the migration context."""
+    scripts, command = env.script, _plan(env).__name__
+
+    def upgrade(rev, context):
+        return scripts._upgrade_revs(destination, rev)
+
+    def downgrade(rev, context):
+        return scripts._downgrade_revs(destination, rev)
+
+    def do_stamp(rev, context):
+        return scripts._stamp_revs((destination,), rev)
+
+    plans = {"upgrade": upgrade, "downgrade": downgrade, "do_stamp": do_stamp}
+    env.context_opts["fn"] = plans[command]
+    env.context_opts["destination_rev"] = (destination,) if command == "do_stamp" \
+        else destination
+
+
+def _plan(ctx: MigrationContext | EnvironmentContext):
+    plan = (ctx.context_opts.get("fn") if isinstance(ctx, EnvironmentContext)
+            else getattr(ctx, "_migrations_fn", None))
     if not callable(plan):
         raise RuntimeError("this Alembic version no longer keeps the plan in "
                            "MigrationContext._migrations_fn: backend/migrate/alembic_plan.py "

@@ -26,16 +26,16 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
 from backend.config import Config
-from backend.migrate import LifecycleError, checksums
+from backend.migrate import LifecycleError, background, checksums
 from backend.migrate.alembic_plan import command_name, planned_steps
 from backend.migrate.backup import backup_before_migrate
 from backend.migrate.lock import migration_lock
+from backend.migrate.phases import Phases, ancestors, read_phases
 from backend.migrate.revisions import (
     ahead_note,
     ahead_of_code,
     edited_reason,
     find_revision,
-    heads_reason,
     label,
     read_state,
     unknown_reason,
@@ -110,6 +110,7 @@ def preflight(connection: Connection, ctx: MigrationContext, scripts: ScriptDire
     current, recorded = read_state(connection)
     connection.commit()
     heads = sorted(scripts.get_heads())
+    history = read_phases(scripts)
     unknown = [rev for rev in current if find_revision(scripts, rev) is None]
     ahead = ahead_of_code(scripts, current, recorded) if unknown else []
     if ahead:
@@ -120,11 +121,10 @@ def preflight(connection: Connection, ctx: MigrationContext, scripts: ScriptDire
     try:
         steps = planned_steps(ctx)
     except CommandError as exc:
-        if len(heads) > 1:
-            raise LifecycleError(heads_reason(heads)) from None
-        raise LifecycleError(str(exc)) from None
-    if len(heads) > 1 and any(step.is_upgrade for step in steps):
-        raise LifecycleError(heads_reason(heads))
+        raise LifecycleError(history.problem() or str(exc)) from None
+    if history.problem() and any(step.is_upgrade for step in steps):
+        raise LifecycleError(history.problem())
+    refuse_unfinished_backfills(connection, scripts, history, steps)
 
     on_disk = checksums.script_checksums(scripts)
     edited = checksums.edited_revisions(scripts, current, recorded, on_disk)
@@ -142,6 +142,28 @@ def preflight(connection: Connection, ctx: MigrationContext, scripts: ScriptDire
     if unrecorded:
         log.info("recorded checksums of %d revision(s) applied earlier", len(unrecorded))
     return steps, on_disk
+
+
+def refuse_unfinished_backfills(connection: Connection, scripts: ScriptDirectory,
+                                history: Phases, steps: list) -> None:
+    """A post-deploy revision about to run must find every background migration it relies
+    on finished: those registered by the revisions it needs (along down_revision and
+    depends_on). Its contract (a NOT NULL, a dropped column) would otherwise fail on, or
+    lose, the rows the backfill has not reached yet."""
+    post = [step.revision.revision for step in steps
+            if isinstance(step, RevisionStep) and step.is_upgrade
+            and step.revision.revision in history.post]
+    if not post:
+        return
+    waiting = background.unfinished(connection, ancestors(scripts, post))
+    connection.commit()
+    if waiting:
+        names = "; ".join(f"{row['name']} (revision {row['revision']}, {row['state']}, "
+                          f"{row['rows_done']} row(s) done)" for row in waiting)
+        raise LifecycleError(
+            f"post-deploy revision(s) {', '.join(post)} wait for background migration(s) "
+            f"{names}: let `flask migrations backfill run` finish them "
+            "(`flask migrations backfill status` shows where they stand), then run this again")
 
 
 def _on_a_newer_schema(ctx: MigrationContext, ahead: list[str], heads: list[str],

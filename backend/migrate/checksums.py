@@ -63,6 +63,16 @@ def forget(connection: Connection, revision: str) -> None:
                        {"revision": revision})
 
 
+def latest(connection: Connection, revisions: list[str]) -> str | None:
+    """Of these applied revisions, the one applied last (each commits its row with it)."""
+    if connection.execute(text(f"SELECT to_regclass('{TABLE}')")).scalar() is None:
+        return None
+    return connection.execute(
+        text(f"SELECT revision FROM {TABLE} WHERE revision = ANY(:revisions) "
+             "ORDER BY recorded_at DESC, revision LIMIT 1"),
+        {"revisions": list(revisions)}).scalar()
+
+
 def applied_chain(scripts: ScriptDirectory, current: list[str]) -> list[str]:
     """Every revision the database has applied: the current ones and all their ancestors."""
     if not current:

@@ -18,6 +18,7 @@ from backend.extensions import db
 from backend.migrate import LifecycleError
 from backend.migrate.database import wait_for_database
 from backend.migrate.interrupt import cancel_on_signal
+from backend.migrate.post_deploy import remind
 from backend.migrate.upgrade import upgrade_to_head
 
 log = logging.getLogger("backend.lifecycle")
@@ -32,6 +33,7 @@ def migrate_before_serving(app: Flask) -> None:
             wait_for_database(config.database_url, config.db_wait_timeout)
             with app.app_context():
                 upgrade_to_head(app)
+                remind(app)
     except (ConfigError, LifecycleError) as exc:
         log.error("refusing to start: %s", exc)
         raise SystemExit(1) from None

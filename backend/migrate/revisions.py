@@ -20,6 +20,7 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, text
 
 from backend.migrate import checksums
+from backend.migrate.phases import read_phases
 
 
 def versions_stamp(directory: str) -> int:
@@ -117,6 +118,9 @@ class SchemaStatus:
     # Revisions a newer release applied on top of this code's head: older code serving on a
     # newer schema, which expand/contract revisions exist to allow (rolling deploys, rollbacks).
     ahead: list[str] = field(default_factory=list)
+    # Post-deploy revisions not applied yet: they wait for `flask migrations post-deploy`,
+    # and a replica is ready without them (the start never applies them).
+    post_deploy_pending: list[str] = field(default_factory=list)
 
     @property
     def at_head(self) -> bool:
@@ -128,11 +132,6 @@ class SchemaStatus:
         if self.reason is None:
             data.pop("reason")
         return data
-
-
-def heads_reason(heads: list[str]) -> str:
-    return (f"the revision history has {len(heads)} heads ({', '.join(heads)}): merge them "
-            'with `flask db merge heads -m "merge heads"` (or scripts/resolve_conflict.sh)')
 
 
 def unknown_reason(unknown: list[str]) -> str:
@@ -149,7 +148,8 @@ def ahead_of_code(scripts: ScriptDirectory, current: list[str], recorded: dict[s
     applied revision) and newer revisions went on top. Empty otherwise: nothing unknown, or
     unknown revisions on a database that never held this code's head."""
     unknown = sorted(rev for rev in current if find_revision(scripts, rev) is None)
-    if unknown and all(head in recorded for head in scripts.get_heads()):
+    # the pre-deploy heads: this code's post-deploy revisions may not have run yet there
+    if unknown and all(head in recorded for head in read_phases(scripts).pre_heads):
         return unknown
     return []
 
@@ -178,10 +178,11 @@ def evaluate(scripts: ScriptDirectory, current: list[str], recorded: dict[str, s
              on_disk: dict[str, str] | None = None, allow_edited: bool = False,
              allow_ahead: bool = True) -> SchemaStatus:
     """The verdict for a database state; pure, so a caller may cache it per state."""
-    heads = sorted(scripts.get_heads())
+    phases = read_phases(scripts)
+    heads = sorted(phases.pre_heads + phases.post_heads)
     status = SchemaStatus(current=list(current), head=heads)
-    if len(heads) > 1:
-        status.reason = heads_reason(heads)
+    status.reason = phases.problem()
+    if status.reason:
         return status
     unknown = [rev for rev in current if find_revision(scripts, rev) is None]
     ahead = ahead_of_code(scripts, current, recorded) if unknown else []
@@ -193,15 +194,17 @@ def evaluate(scripts: ScriptDirectory, current: list[str], recorded: dict[str, s
         status.reason = unknown_reason(unknown)
         return status
     status.ahead = ahead
-    if ahead:  # what this code knows of the database is its own whole history
-        current = heads
+    if ahead:  # what this code knows of the database: at least its whole pre-deploy line
+        current = [*phases.pre_heads, *(rev for rev in phases.post if rev in recorded)]
     if on_disk is None:
         on_disk = checksums.script_checksums(scripts)
     status.edited = checksums.edited_revisions(scripts, current, recorded, on_disk)
     if status.edited and not allow_edited:
         status.reason = edited_reason(scripts, status.edited)
         return status
-    status.pending = pending_revisions(scripts, current)
+    pending = pending_revisions(scripts, current)
+    status.pending = [rev for rev in pending if rev not in phases.post]
+    status.post_deploy_pending = [rev for rev in pending if rev in phases.post]
     if status.pending:
         status.reason = f"{len(status.pending)} revision(s) pending: {', '.join(status.pending)}"
     return status

@@ -25,9 +25,9 @@ from backend.config import Config, mask_url
 from backend.extensions import db
 from backend.migrate import LifecycleError, checksums
 from backend.migrate.pgtools import find_pg_tool, server_major, server_version_num, show_major
+from backend.migrate.phases import read_phases
 from backend.migrate.revisions import (
     find_revision,
-    heads_reason,
     label,
     pending_revisions,
     unknown_reason,
@@ -153,8 +153,9 @@ class Runner:
         if unknown:
             result.fail(unknown_reason(unknown))
             return None
-        if len(result.head) > 1:
-            result.fail(heads_reason(result.head))
+        problem = read_phases(self.scripts).problem()
+        if problem:
+            result.fail(problem)
             return None
         self.applied_at_start = set(checksums.applied_chain(self.scripts, result.start))
         plan = [self.scripts.get_revision(rev)
