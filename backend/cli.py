@@ -14,7 +14,7 @@ from flask.cli import AppGroup
 
 from backend.config import ConfigError, mask_url
 from backend.extensions import db
-from backend.migrate import LifecycleError, backfill_runner, checksums
+from backend.migrate import LifecycleError, backfill_progress, backfill_runner, checksums
 from backend.migrate.backup import (
     current_revision,
     describe_dump,
@@ -138,13 +138,23 @@ def backfill_status(as_json: bool) -> None:
               help="A progress line every N batches.")
 def backfill_run(log_every: int) -> None:
     """Apply the pending background migrations in resumable batches; exit 0 when all are
-    done. Safe to run in several replicas at once: each migration has one runner."""
+    done, 1 when one failed or the database was lost, 128 + the signal's number (143 for
+    SIGTERM) when stopped by one. Safe to run in several replicas at once: each migration
+    has one runner. On a terminal, each migration's progress is one line redrawn in place;
+    logs sent to a pipe or a file get the log lines alone."""
     settings = current_app.config["SERVICE_CONFIG"]
-    try:
-        failures = backfill_runner.run_all(settings.database_url, settings, log_every)
-    except (ConfigError, LifecycleError) as exc:
-        log.error("backfill run failed: %s", exc)
-        sys.exit(1)
+    with backfill_progress.progress_on(sys.stderr) as progress:
+        try:
+            failures = backfill_runner.run_all(settings.database_url, settings, log_every,
+                                               progress)
+        except backfill_runner.BackfillInterrupted as exc:
+            log.error("backfill run %s", exc)
+            # The status a shell gives a process that this signal killed: what the runner
+            # exited with before it stopped on signals, so supervisors see the same code.
+            sys.exit(128 + exc.signum)
+        except (ConfigError, LifecycleError) as exc:
+            log.error("backfill run failed: %s", exc)
+            sys.exit(1)
     if failures:
         sys.exit(1)
 

@@ -6,13 +6,21 @@ runner killed at any moment (SIGKILL included) therefore leaves either the whole
 progress or neither, and the next run resumes after the last committed batch: every row is
 changed exactly once. One runner per migration across replicas: a session-level advisory lock
 per migration, released by PostgreSQL when the runner's connection ends, however it ends.
+
+SIGTERM or SIGINT cancels the statement in flight (its batch rolls back at once instead of
+running on in the server after the process is gone) and ends ``run_all`` with one
+:class:`BackfillInterrupted` line; a lost connection ends it with one ``LifecycleError`` line.
+Either way every committed batch is kept and the next run resumes after the last one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,9 +32,12 @@ from sqlalchemy.engine import URL
 from backend.config import Config
 from backend.migrate import LifecycleError
 from backend.migrate.apply import LOCK_NOT_AVAILABLE
+from backend.migrate.backfill_progress import ProgressLine
 from backend.migrate.background import TABLE, lock_key, to_driver_sql
 from backend.migrate.database import connect
+from backend.migrate.interrupt import SIGNALS
 from backend.postgres import describe_error
+from backend.serving import deadline
 
 log = logging.getLogger("backend.lifecycle")
 
@@ -43,6 +54,21 @@ _COLUMNS = ("name", "revision", "table_name", "key_column", "statement", "batch_
 
 class BackfillFailed(LifecycleError):
     """A batch failed for a reason a retry does not fix; the message is one line."""
+
+
+class BackfillInterrupted(LifecycleError):
+    """SIGINT or SIGTERM stopped the runner; what was in flight rolled back, every committed
+    batch is kept. ``signum`` lets the command exit as a shell reports that signal."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+# The signals received during the current run_all, oldest first: a cancelled statement
+# (QueryCanceled, SQLSTATE 57014, the same code statement_timeout gives) is a stop, not a
+# batch to retry, when a signal asked for it.
+_received: list[int] = []
 
 
 @dataclass
@@ -130,8 +156,9 @@ def _next_size(size: int, seconds: float, settings: Config) -> int:
     return int(max(1, min(settings.backfill_max_batch_size, size * 2, max(size / 2, wanted))))
 
 
-def _batch(cur, m: Migration, size: int, settings: Config) -> tuple[bool, int, int]:
-    """One batch in one transaction: (finished, rows changed, next batch size)."""
+def _batch(cur, m: Migration, size: int, settings: Config) -> tuple[bool, int, int, int]:
+    """One batch in one transaction: (finished, rows changed, next batch size, keys the
+    batch covered)."""
     table, key = m.table(), sql.Identifier(m.key_column)
     cur.execute("BEGIN")
     try:
@@ -142,18 +169,20 @@ def _batch(cur, m: Migration, size: int, settings: Config) -> tuple[bool, int, i
         if start is None:
             cur.execute(sql.SQL("SELECT min({k}) - 1 FROM {t}").format(k=key, t=table))
             start = cur.fetchone()[0]
-        stop = None
+        stop, covered = None, 0
         if start is not None:
             # Keyset pagination: the index on the key finds the batch's end directly; OFFSET
-            # would read and discard every row before it, slower with each batch.
-            cur.execute(sql.SQL("SELECT max(k) FROM (SELECT {k} AS k FROM {t} WHERE {k} > %s "
-                                "ORDER BY {k} LIMIT %s) AS batch").format(k=key, t=table),
-                        (start, size))
-            stop = cur.fetchone()[0]
+            # would read and discard every row before it, slower with each batch. The count
+            # comes from the same rows: the progress line's measure, which a statement that
+            # skips rows (WHERE ... IS NULL) does not skew.
+            cur.execute(sql.SQL("SELECT max(k), count(*) FROM (SELECT {k} AS k FROM {t} "
+                                "WHERE {k} > %s ORDER BY {k} LIMIT %s) AS batch")
+                        .format(k=key, t=table), (start, size))
+            stop, covered = cur.fetchone()
         if stop is None:
             _set_state(cur, m.name, "done")
             cur.execute("COMMIT")
-            return True, 0, size
+            return True, 0, size, 0
         began = time.monotonic()
         cur.execute(to_driver_sql(m.statement), {"start": start, "stop": stop})
         changed = max(cur.rowcount, 0)
@@ -174,15 +203,18 @@ def _batch(cur, m: Migration, size: int, settings: Config) -> tuple[bool, int, i
             cur.execute("ROLLBACK")
         raise
     m.last_key, m.rows_done, m.batches_done = stop, m.rows_done + changed, m.batches_done + 1
-    return False, changed, next_size
+    return False, changed, next_size, covered
 
 
-def _wait_until_healthy(cur, m: Migration, settings: Config) -> None:
+def _wait_until_healthy(cur, m: Migration, settings: Config,
+                        progress: ProgressLine | None) -> None:
     reason = unhealthy(cur, settings)
     if reason is None:
         return
     _set_state(cur, m.name, "paused")
     log.warning("background migration %s paused: %s", m.name, reason)
+    if progress:
+        progress.update(note="paused", force=True)
     while reason is not None:
         time.sleep(PAUSE_POLL)
         reason = unhealthy(cur, settings)
@@ -190,21 +222,67 @@ def _wait_until_healthy(cur, m: Migration, settings: Config) -> None:
     log.info("background migration %s resumed: the database is healthy again", m.name)
 
 
-def _apply(cur, m: Migration, settings: Config, log_every: int) -> None:
-    """Run one migration's batches to the end; raise BackfillFailed on a lasting error."""
+def _estimate(cur, m: Migration, settings: Config) -> int | None:
+    """Rows left above last_key, counted once per run for the progress line (each batch then
+    subtracts its own); None when the count cannot be had quickly. Under the batches'
+    timeouts: a plain SELECT queues behind a pending ACCESS EXCLUSIVE request on the table."""
+    cur.execute("BEGIN")
+    try:
+        cur.execute("SELECT set_config('lock_timeout', %s, true), "
+                    "set_config('statement_timeout', %s, true)",
+                    (settings.lock_timeout, settings.statement_timeout))
+        remaining = _remaining(cur, m)
+        cur.execute("COMMIT")
+        return remaining
+    except psycopg2.Error as exc:
+        with contextlib.suppress(psycopg2.Error):
+            cur.execute("ROLLBACK")
+        if _received or cur.connection.closed:
+            raise
+        log.info("background migration %s: no estimate of the rows left (%s)", m.name,
+                 describe_error(exc))
+        return None
+
+
+def _apply(cur, m: Migration, settings: Config, log_every: int,
+           progress: ProgressLine | None = None) -> None:
+    """Run one migration's batches to the end; raise BackfillFailed on a lasting error,
+    BackfillInterrupted on a signal, LifecycleError when the connection is lost."""
+    try:
+        _apply_batches(cur, m, settings, log_every, progress)
+    except (KeyboardInterrupt, psycopg2.Error) as exc:
+        # A signal during a statement surfaces as that statement's QueryCanceled.
+        if isinstance(exc, psycopg2.Error) and not _received:
+            raise
+        raise _interrupted(cur, m) from None
+
+
+def _apply_batches(cur, m: Migration, settings: Config, log_every: int,
+                   progress: ProgressLine | None) -> None:
     where = f"after key {m.last_key}" if m.last_key is not None else "from the first key"
     log.info("background migration %s (revision %s) on %s: starting %s, %d row(s) done",
              m.name, m.revision, m.table_name, where, m.rows_done)
     cur.execute(f"UPDATE {TABLE} SET state = 'running', error = NULL, updated_at = now(), "
                 "started_at = coalesce(started_at, now()) WHERE name = %s", (m.name,))
+    if progress:
+        left = _estimate(cur, m, settings)
+        progress.start(m.name, m.rows_done, None if left is None else m.rows_done + left,
+                       exact=left is not None and left < COUNT_CAP)
     size, began, attempt = m.batch_size, time.monotonic(), 0
     while True:
-        _wait_until_healthy(cur, m, settings)
+        _wait_until_healthy(cur, m, settings, progress)
         try:
-            finished, _, size = _batch(cur, m, size, settings)
+            finished, _, size, covered = _batch(cur, m, size, settings)
             attempt = 0
         except psycopg2.Error as exc:
+            if _received:
+                raise  # the cancel a signal asked for: _apply says so
             reason = describe_error(exc)
+            if cur.connection.closed:
+                # Not the migration's failure: its row keeps 'running', the next run resumes.
+                raise LifecycleError(f"background migration {m.name}: lost the connection "
+                                     f"after key {m.last_key} ({reason}); the next run "
+                                     "resumes there") from None
             attempt += 1
             retry = exc.pgcode in (LOCK_NOT_AVAILABLE, QUERY_CANCELED)
             if not retry or attempt >= settings.migration_retries:
@@ -214,17 +292,35 @@ def _apply(cur, m: Migration, settings: Config, log_every: int) -> None:
                                      ) from None
             if exc.pgcode == QUERY_CANCELED:
                 size = max(1, size // 2)  # too big for statement_timeout: a smaller one
-            log.warning("background migration %s: batch after key %s gave up (%s), try %d "
-                        "of %d", m.name, m.last_key, reason, attempt, settings.migration_retries)
+            batch = "first batch" if m.last_key is None else f"batch after key {m.last_key}"
+            log.warning("background migration %s: %s gave up (%s), try %d of %d", m.name,
+                        batch, reason, attempt, settings.migration_retries)
             time.sleep(settings.migration_retry_delay * attempt)
             continue
         if finished:
+            if progress:
+                progress.finish()
             log.info("background migration %s done: %d row(s) changed in %d batch(es), this "
                      "run %.1fs", m.name, m.rows_done, m.batches_done, time.monotonic() - began)
             return
+        if progress:
+            progress.advance(covered)
         if m.batches_done % log_every == 0:
             log.info("background migration %s: %d row(s) changed, at key %s, batch size %d",
                      m.name, m.rows_done, m.last_key, size)
+
+
+def _interrupted(cur, m: Migration) -> BackfillInterrupted:
+    """The one line for a signal during a migration, its progress read back: a signal
+    between COMMIT and the bookkeeping in memory would otherwise name the batch before."""
+    signum = _received[0] if _received else signal.SIGINT
+    with contextlib.suppress(psycopg2.Error, KeyboardInterrupt):
+        m = _load(cur, m.name) or m
+    at = f"after key {m.last_key}" if m.last_key is not None else "at the first key"
+    return BackfillInterrupted(
+        f"interrupted by {signal.Signals(signum).name}: background migration {m.name} stopped "
+        f"{at} with {m.rows_done} row(s) changed; any batch in flight was rolled back, the "
+        "next run resumes there", signum)
 
 
 def _record_failure(cur, name: str, reason: str) -> None:
@@ -242,12 +338,33 @@ def _unlock(cur, name: str) -> None:
     cur.execute("SELECT pg_advisory_unlock(%s)", (lock_key(name),))
 
 
-def run_all(url: URL, settings: Config, log_every: int = 10) -> list[str]:
+def run_all(url: URL, settings: Config, log_every: int = 10,
+            progress: ProgressLine | None = None) -> list[str]:
     """Apply every background migration not done yet; return the failures' one-line reasons.
 
     A migration another runner holds is skipped at first, then waited for, so that this
     returns only once every migration is done or failed: ``run`` exits 0 meaning all done.
+    ``progress`` (a terminal's) shows each migration's line as it goes. Raises
+    BackfillInterrupted on SIGINT/SIGTERM and LifecycleError when the database is lost,
+    each with one line.
     """
+    with _stop_on_signal():
+        try:
+            return _run_all(url, settings, log_every, progress)
+        except (KeyboardInterrupt, psycopg2.Error) as exc:
+            if isinstance(exc, KeyboardInterrupt) or _received:
+                # Between migrations: nothing of theirs was in flight.
+                signum = _received[0] if _received else signal.SIGINT
+                raise BackfillInterrupted(f"interrupted by {signal.Signals(signum).name}: "
+                                          "stopped between background migrations; the next "
+                                          "run resumes them", signum) from None
+            raise LifecycleError(f"background migrations stopped: {describe_error(exc)}; "
+                                 "the next run resumes after the last committed batch"
+                                 ) from None
+
+
+def _run_all(url: URL, settings: Config, log_every: int,
+             progress: ProgressLine | None) -> list[str]:
     conn = connect(url, APPLICATION_NAME)
     failures: list[str] = []
     try:
@@ -260,18 +377,49 @@ def run_all(url: URL, settings: Config, log_every: int = 10) -> list[str]:
             names = [row[0] for row in cur.fetchall()]
             held: list[str] = []
             for name in names:
-                if not _run_one(cur, name, settings, log_every, failures):
+                if not _run_one(cur, name, settings, log_every, failures, progress):
                     log.info("background migration %s: another runner holds it; skipping "
                              "it for now", name)
                     held.append(name)
             for name in held:
-                _wait_and_run(cur, name, settings, log_every, failures)
+                _wait_and_run(cur, name, settings, log_every, failures, progress)
     finally:
         conn.close()
     return failures
 
 
-def _run_one(cur, name: str, settings: Config, log_every: int, failures: list[str]) -> bool:
+@contextlib.contextmanager
+def _stop_on_signal() -> Iterator[None]:
+    """SIGINT/SIGTERM raise KeyboardInterrupt at once, even while a statement runs: the wait
+    callback (backend.serving.deadline) then sends PostgreSQL a cancel request, and the
+    batch's transaction rolls back in the server right away. Without it psycopg2 waits in C:
+    SIGINT would act only once the statement ends, and SIGTERM's default action kills the
+    process silently while the server runs the orphaned batch to its end, holding the
+    migration's advisory lock and the batch's row locks until it notices the client is gone.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers
+        return
+    _received.clear()
+
+    def interrupt(signum: int, _frame) -> None:
+        _received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in SIGNALS}
+    callback = psycopg2.extensions.get_wait_callback()
+    if callback is None:
+        deadline.install(None)
+    try:
+        yield
+    finally:
+        psycopg2.extensions.set_wait_callback(callback)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _run_one(cur, name: str, settings: Config, log_every: int, failures: list[str],
+             progress: ProgressLine | None = None) -> bool:
     """Apply one migration if no other runner holds it; False when another does."""
     if not _try_lock(cur, name):
         return False
@@ -279,21 +427,22 @@ def _run_one(cur, name: str, settings: Config, log_every: int, failures: list[st
         m = _load(cur, name)  # read after the lock: another runner may have finished it
         if m is not None and m.state != "done":
             try:
-                _apply(cur, m, settings, log_every)
+                _apply(cur, m, settings, log_every, progress)
             except BackfillFailed as exc:
                 log.error("%s", exc)
                 failures.append(str(exc))
     finally:
-        _unlock(cur, name)
+        if not cur.connection.closed:  # a lost connection took its advisory locks with it
+            _unlock(cur, name)
     return True
 
 
 def _wait_and_run(cur, name: str, settings: Config, log_every: int,
-                  failures: list[str]) -> None:
+                  failures: list[str], progress: ProgressLine | None = None) -> None:
     # pg_try_advisory_lock in a loop, not pg_advisory_lock: a blocked lock call shows as a
     # lock wait, which would pause the runner we wait for.
     next_log = time.monotonic() + WAIT_LOG_EVERY
-    while not _run_one(cur, name, settings, log_every, failures):
+    while not _run_one(cur, name, settings, log_every, failures, progress):
         if time.monotonic() >= next_log:
             log.info("background migration %s: still held by another runner", name)
             next_log = time.monotonic() + WAIT_LOG_EVERY
