@@ -26,9 +26,7 @@ from collections.abc import Callable
 import psycopg2
 from psycopg2 import extensions
 
-
-class NoAnswer(psycopg2.OperationalError):
-    """The database did not answer one round trip within the deadline."""
+from backend.serving.watchdog import NoAnswer
 
 
 def make_wait_callback(deadline: float | None) -> Callable[[object], None]:

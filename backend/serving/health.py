@@ -36,7 +36,7 @@ from backend.migrate.revisions import (
     versions_stamp,
 )
 from backend.postgres import connect_kwargs, describe_error
-from backend.serving.deadline import NoAnswer
+from backend.serving.watchdog import NoAnswer, WatchedConnection
 
 health = Blueprint("health", __name__)
 log = logging.getLogger(__name__)
@@ -67,7 +67,8 @@ class _StateReader:
         if self.conn is not None and not self.conn.closed and self.pid == os.getpid():
             self.conn.close()  # to another database (never a connection inherited at fork)
         kwargs = connect_kwargs(url)
-        kwargs.update(connect_timeout=3, application_name="backend-readyz")
+        kwargs.update(connect_timeout=3, application_name="backend-readyz",
+                      connection_factory=WatchedConnection)
         self.conn = psycopg2.connect(**kwargs)
         self.conn.autocommit = True
         self.cur, self.pid, self.prepared = self.conn.cursor(), os.getpid(), False

@@ -17,7 +17,7 @@ from flask import Flask
 from gunicorn.workers.gthread import ThreadWorker
 
 from backend.extensions import db
-from backend.serving import deadline
+from backend.serving import watchdog
 from backend.serving.engine import limit_request_time
 
 
@@ -37,7 +37,7 @@ def prepare_worker(app: Flask) -> None:
     ``DB_QUERY_TIMEOUT``; the client gives up one second later if the server cannot."""
 
     config = app.config["SERVICE_CONFIG"]
-    deadline.install(config.db_query_timeout + 1)
+    watchdog.start(config.db_query_timeout + 1)
     with app.app_context():
         # Forget (without closing) anything inherited; the checkout guard in
         # backend.serving.engine would refuse it anyway.
