@@ -21,6 +21,7 @@ from backend.migrate.backup import (
     restore_backup,
     take_backup,
 )
+from backend.migrate.database import owner_engine
 from backend.migrate.lock import migration_lock
 from backend.migrate.post_deploy import apply_post_deploy
 from backend.migrate.revisions import read_state
@@ -40,7 +41,7 @@ def accept_edits() -> None:
     settings = current_app.config["SERVICE_CONFIG"]
     scripts = ScriptDirectory(current_app.extensions["migrate"].directory)
     try:
-        with db.engine.connect() as connection, \
+        with owner_engine(settings, db.engine).connect() as connection, \
                 migration_lock(connection, settings.migration_lock_wait):
             current, recorded = read_state(connection)
             on_disk = checksums.script_checksums(scripts)
@@ -65,7 +66,7 @@ def backup(directory: Path | None) -> None:
     The newest BACKUP_KEEP dumps of the directory are kept. Exit 1 when it cannot dump.
     """
     settings = current_app.config["SERVICE_CONFIG"]
-    url = settings.database_url
+    url = settings.owner_url
     try:
         revision = current_revision(url)
         path = take_backup(url, directory or settings.backup_dir, revision, revision,
@@ -82,7 +83,7 @@ def backup(directory: Path | None) -> None:
 def restore(dump: Path, yes: bool) -> None:
     """Replace the contents of the database with a dump (pg_restore --clean, one
     transaction: all or nothing). Without --yes it only says what it would do (exit 2)."""
-    url = current_app.config["SERVICE_CONFIG"].database_url
+    url = current_app.config["SERVICE_CONFIG"].owner_url
     try:
         if not dump.is_file():
             raise LifecycleError(f"no such backup file: {dump}")
@@ -106,7 +107,7 @@ migrations_cli.add_command(backfill_cli)
 def backfill_status(as_json: bool) -> None:
     """Each background migration: state, rows done of the estimated total, rate and ETA."""
     try:
-        rows = backfill_runner.status(current_app.config["SERVICE_CONFIG"].database_url)
+        rows = backfill_runner.status(current_app.config["SERVICE_CONFIG"].owner_url)
     except (ConfigError, LifecycleError) as exc:
         log.error("backfill status failed: %s", exc)
         sys.exit(1)
@@ -145,7 +146,7 @@ def backfill_run(log_every: int) -> None:
     settings = current_app.config["SERVICE_CONFIG"]
     with backfill_progress.progress_on(sys.stderr) as progress:
         try:
-            failures = backfill_runner.run_all(settings.database_url, settings, log_every,
+            failures = backfill_runner.run_all(settings.owner_url, settings, log_every,
                                                progress)
         except backfill_runner.BackfillInterrupted as exc:
             log.error("backfill run %s", exc)

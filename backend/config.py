@@ -53,6 +53,22 @@ def parse_database_url(raw: str | None, name: str = "DATABASE_URL") -> URL:
     return url
 
 
+def _owner_url(env: Mapping[str, str], runtime: URL) -> URL | None:
+    """MIGRATION_DATABASE_URL, when set: the same database as DATABASE_URL, as another role."""
+    raw = env.get("MIGRATION_DATABASE_URL", "").strip()
+    if not raw:
+        return None
+    owner = parse_database_url(raw, "MIGRATION_DATABASE_URL")
+    if (owner.host, owner.port, owner.database, owner.query.get("host")) != \
+            (runtime.host, runtime.port, runtime.database, runtime.query.get("host")):
+        raise ConfigError("MIGRATION_DATABASE_URL and DATABASE_URL must name the same database "
+                          f"(got {mask_url(owner)!r} and {mask_url(runtime)!r}): the first "
+                          "is its owner role, the second the role that serves")
+    if owner.username == runtime.username:
+        return None  # one role after all: the simple mode
+    return owner
+
+
 def database_url_setting(environ: Mapping[str, str] | None = None) -> str:
     """``DATABASE_URL`` as set, or "" when it is unset or blank (compose renders an unset
     ``${VAR:-}`` as ""): the tools' one test for "no database named, use the embedded one"."""
@@ -178,6 +194,10 @@ class Config:
     """The service's settings. ``repr`` never shows a password."""
 
     database_url: URL = field(repr=False)
+    # The owner role's URL (MIGRATION_DATABASE_URL): migrations, backups and background
+    # migrations run as it, and DATABASE_URL is then the runtime role, which can read and
+    # write the application's rows and nothing more. None: DATABASE_URL does both.
+    migration_database_url: URL | None = field(default=None, repr=False)
     db_wait_timeout: float = 60.0
     log_format: str = "text"
     # How migrations behave on a live database (docs/operations.md).
@@ -222,8 +242,10 @@ class Config:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
         env = os.environ if environ is None else environ
         log_format = _choice(env, "LOG_FORMAT", ("text", "json"), "text")
+        database_url = parse_database_url(env.get("DATABASE_URL"))
         return cls(
-            database_url=parse_database_url(env.get("DATABASE_URL")),
+            database_url=database_url,
+            migration_database_url=_owner_url(env, database_url),
             db_wait_timeout=_float(env, "DB_WAIT_TIMEOUT", 60.0),
             log_format=log_format,
             lock_timeout=_pg_duration(env, "MIGRATION_LOCK_TIMEOUT", "2s"),
@@ -263,12 +285,27 @@ class Config:
         env = os.environ if environ is None else environ
         if isinstance(url, URL):
             url = url.render_as_string(hide_password=False)
-        return cls.from_env({**env, "DATABASE_URL": url})
+        return cls.from_env({**env, "DATABASE_URL": url, "MIGRATION_DATABASE_URL": ""})
+
+    @property
+    def owner_url(self) -> URL:
+        """Where schema changes, backups and background migrations connect."""
+        return self.migration_database_url or self.database_url
+
+    @property
+    def runtime_role(self) -> str | None:
+        """The role that serves, when it is not the owner: the lifecycle keeps its grants."""
+        if self.migration_database_url is None:
+            return None
+        return self.database_url.username
 
     def __repr__(self) -> str:
+        hidden = ("database_url", "migration_database_url")
         fields = ", ".join(f"{f.name}={getattr(self, f.name)!r}"
-                           for f in dataclasses.fields(self) if f.name != "database_url")
-        return f"Config(database_url={mask_url(self.database_url)!r}, {fields})"
+                           for f in dataclasses.fields(self) if f.name not in hidden)
+        owner = mask_url(self.migration_database_url) if self.migration_database_url else None
+        return (f"Config(database_url={mask_url(self.database_url)!r}, "
+                f"migration_database_url={owner!r}, {fields})")
 
 
 if __name__ == "__main__":

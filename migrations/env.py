@@ -19,6 +19,7 @@ from backend.config import mask_url
 from backend.logs import configure_logging
 from backend.migrate import LifecycleError, alembic_plan, bookkeeping, checksums, phases
 from backend.migrate.apply import RevisionRecorder, run_locked
+from backend.migrate.database import owner_engine
 from backend.migrate.interrupt import cancel_on_signal
 from backend.migrate.revisions import read_state
 from backend.postgres import describe_error
@@ -77,10 +78,13 @@ def migration_connection() -> contextlib.AbstractContextManager[Connection]:
     the migrations share one database and, where a check rolls back, one transaction."""
     given = config.attributes.get("connection")
     if given is None:
+        # The owner role when MIGRATION_DATABASE_URL names one; the app's engine serves as
+        # the runtime role, which cannot change the schema.
+        engine = owner_engine(settings, migrate_ext.db.engine)
         try:
-            return migrate_ext.db.engine.connect()
+            return engine.connect()
         except DBAPIError as exc:  # one line (Flask-Migrate prints it), not a traceback
-            raise LifecycleError(f"cannot connect to {mask_url(migrate_ext.db.engine.url)}: "
+            raise LifecycleError(f"cannot connect to {mask_url(engine.url)}: "
                                  f"{describe_error(exc)}") from None
     if isinstance(given, Connection):
         return contextlib.nullcontext(given)

@@ -26,7 +26,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
 from backend.config import Config
-from backend.migrate import LifecycleError, background, checksums
+from backend.migrate import LifecycleError, background, checksums, grants
 from backend.migrate.alembic_plan import command_name, planned_steps
 from backend.migrate.backup import backup_before_migrate
 from backend.migrate.lock import migration_lock
@@ -269,11 +269,15 @@ def run_locked(connection: Connection, ctx: MigrationContext, scripts: ScriptDir
         before = label(sorted(ctx.get_current_heads()))
         if not steps:
             log.info("nothing to apply: the database is at %s", before)
+            if settings.runtime_role:
+                grants.keep(connection, settings.runtime_role, applied=False)
             return
         log.info("running %d revision(s) from %s", len(steps), before)
         backup_first(connection, ctx, steps, settings)
         try:
             run_with_retries(connection, ctx, steps, run, recorder, settings)
+            if settings.runtime_role:
+                grants.keep(connection, settings.runtime_role, applied=True)
         finally:
             make_durable(connection, recorder)
     elapsed = time.perf_counter() - started

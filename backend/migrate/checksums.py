@@ -47,7 +47,10 @@ def script_checksums(scripts: ScriptDirectory) -> dict[str, str]:
 
 
 def ensure_table(connection: Connection) -> None:
-    connection.execute(CREATE_TABLE)
+    """Create the table once. Looked up first: CREATE TABLE IF NOT EXISTS still needs the
+    right to create in the schema, which a role that only serves does not have."""
+    if connection.execute(text(f"SELECT to_regclass('{TABLE}')")).scalar() is None:
+        connection.execute(CREATE_TABLE)
 
 
 def record(connection: Connection, revision: str, path: str | Path,

@@ -11,7 +11,9 @@ import logging
 import time
 
 import psycopg2
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL
+from sqlalchemy.pool import NullPool
 
 from backend.config import mask_url
 from backend.migrate import LifecycleError
@@ -42,6 +44,17 @@ def try_connect(url: URL, timeout: float = 5.0) -> None:
     kwargs = connect_kwargs(url)
     kwargs.setdefault("connect_timeout", max(1, int(timeout)))
     psycopg2.connect(**kwargs).close()
+
+
+def owner_engine(settings, app_engine: Engine) -> Engine:
+    """The engine schema changes run on: the app's own in the simple mode; with
+    MIGRATION_DATABASE_URL, one for the owner role, for one command (no pool to keep,
+    nothing to cross a fork), since the app's serves as the runtime role."""
+    if settings.migration_database_url is None:
+        return app_engine
+    return create_engine(settings.migration_database_url, poolclass=NullPool,
+                         connect_args={"connect_timeout": 10,
+                                       "application_name": "backend-migrate"})
 
 
 def connect(url: URL, application_name: str = "backend", **extra):

@@ -30,7 +30,7 @@ def migrate_before_serving(app: Flask) -> None:
     config = app.config["SERVICE_CONFIG"]
     try:
         with cancel_on_signal():
-            wait_for_database(config.database_url, config.db_wait_timeout)
+            wait_for_database(config.owner_url, config.db_wait_timeout)
             with app.app_context():
                 upgrade_to_head(app)
                 remind(app)
