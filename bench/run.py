@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import api, containers, deploy, history, live, readyz, startup, verify
+from bench import api, backfill, containers, deploy, history, live, readyz, startup, verify
 from bench.common import BenchResult, Context, log, machine_info, postgres
 
 HERE = Path(__file__).resolve().parent
@@ -52,6 +52,7 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark(6, "api", api.run),
     Benchmark(7, "containers", containers.run, on_request=True),
     Benchmark(8, "deploy", deploy.run),
+    Benchmark(9, "backfill", backfill.run),
 ]
 
 

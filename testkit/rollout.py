@@ -1,27 +1,37 @@
 """A rolling deploy with processes, as an orchestrator runs one: replicas of release N serve,
 a replica of N+1 starts (and migrates), becomes ready, then the N replicas are taken out of
 rotation and stopped one by one. Used by the suite (tests/test_rolling_deploy.py) and by
-``make bench`` (bench/deploy.py), which differ only in load and size.
+``make bench`` (bench/deploy.py, bench/backfill.py), which differ only in load and size.
 
 Release N is the fixture application (``widgets``, tests/apps/fixture), not whatever
 application the checkout holds: the deploy proves the serving machinery, so it keeps
 proving it when a team replaces the example.
+
+N+1's data change is a background migration: its revision only registers the backfill, so
+N+1's start does not grow with the table, and the deploy runs ``flask migrations backfill
+run`` once N+1's first replica is ready, while both releases serve.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import signal
+import subprocess
 import threading
 import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.engine import URL
 
 from testkit.support import (
+    VENV_BIN,
     ClientThreads,
+    child_env,
     execute_sql,
     fixture_project,
     free_port,
@@ -33,8 +43,17 @@ from testkit.support import (
     write_revision,
 )
 
-# Release N+1's revisions, all expand: a nullable column, a concurrent index on it, and a
-# backfill in batches (each batch its own short transaction, so no long row locks).
+BACKFILL_IMPORTS = ("from backend.migrate.background import register_backfill, "
+                    "unregister_backfill\n")
+# N+1's background migration: every widget's weight is the length of its name. The guard on
+# NULL leaves alone the rows N+1's code has already written in their final form.
+BACKFILL = "widgets_probe_weight"
+BACKFILL_STATEMENT = ("UPDATE widgets SET probe_weight = length(name) "
+                      "WHERE id > :start AND id <= :stop AND probe_weight IS NULL")
+
+# Release N+1's revisions, all expand: a nullable column, a concurrent index on it, and the
+# backfill registered as a background migration (one row written; the runner applies it in
+# batches later, each its own short transaction, so no long row locks and no wait at start).
 NEXT_REVISIONS = (
     ("e0e0e0e00001", "add widget weight",
      'op.add_column("widgets", sa.Column("probe_weight", sa.Integer()))',
@@ -46,15 +65,23 @@ NEXT_REVISIONS = (
      'with op.get_context().autocommit_block():\n'
      '    op.drop_index("ix_widgets_probe_weight", "widgets", postgresql_concurrently=True,\n'
      '                  if_exists=True)'),
-    ("e0e0e0e00003", "backfill widget weights in batches",
-     'bind = op.get_bind()\n'
-     'with op.get_context().autocommit_block():\n'
-     '    while bind.exec_driver_sql(\n'
-     '            "UPDATE widgets SET probe_weight = 1 WHERE id IN (SELECT id FROM widgets "\n'
-     '            "WHERE probe_weight IS NULL LIMIT 10000)").rowcount:\n'
-     '        pass',
-     'pass'),
+    ("e0e0e0e00003", "backfill widget weights in the background",
+     f'register_backfill({BACKFILL!r}, "widgets",\n'
+     f'                  {BACKFILL_STATEMENT!r})',
+     f'unregister_backfill({BACKFILL!r})'),
 )
+
+# N+1's code: the model gains the column and fills it on every insert, whichever route
+# writes, so that no row N+1 writes needs the backfill. (Rows N writes meanwhile stay NULL
+# until a runner reaches them: what the contract step after N is gone must account for.)
+_MODEL_ANCHOR = "    size: Mapped[int | None] = mapped_column(sa.Integer)\n"
+_MODEL_COLUMN = (
+    "    # Release N+1: new rows in their final form; the background migration fixes older ones.\n"
+    "    probe_weight: Mapped[int | None] = mapped_column(\n"
+    "        sa.Integer, index=True,\n"
+    "        default=lambda context: len(context.get_current_parameters()[\"name\"]))\n")
+_DICT_ANCHOR = '"size": self.size}'
+_DICT_FIELDS = '"size": self.size, "probe_weight": self.probe_weight}'
 
 
 def release(dest: Path) -> Path:
@@ -62,13 +89,33 @@ def release(dest: Path) -> Path:
     return fixture_project(dest)
 
 
-def next_release(dest: Path) -> Path:
-    """Release N+1: release N plus the expand revisions above."""
-    repo = release(dest)
+def add_revisions(repo: Path, revisions: Iterable[tuple[str, str, str, str]]) -> Path:
+    """Write ``(revision, message, upgrade, downgrade)`` revisions on top of ``repo``'s head,
+    each on the one before, as a developer adds a release's migrations."""
     parent = head_revision(repo)
-    for rev, message, upgrade, downgrade in NEXT_REVISIONS:
-        write_revision(repo, rev, parent, message, upgrade=upgrade, downgrade=downgrade)
+    for rev, message, upgrade, downgrade in revisions:
+        imports = BACKFILL_IMPORTS if "_backfill(" in upgrade + downgrade else ""
+        write_revision(repo, rev, parent, message, upgrade=upgrade, downgrade=downgrade,
+                       imports=imports)
         parent = rev
+    return repo
+
+
+def _extend(path: Path, anchor: str, replacement: str) -> None:
+    text = path.read_text()
+    if anchor not in text:
+        raise RuntimeError(f"{path} has no {anchor.strip()!r} to extend: the fixture "
+                           "application changed, and release N+1's code with it must")
+    path.write_text(text.replace(anchor, replacement, 1))
+
+
+def next_release(dest: Path) -> Path:
+    """Release N+1: release N plus the expand revisions above, and code that writes the new
+    column on every insert (the background migration only fixes the rows written before)."""
+    repo = add_revisions(release(dest), NEXT_REVISIONS)
+    models = repo / "backend/models/__init__.py"
+    _extend(models, _MODEL_ANCHOR, _MODEL_ANCHOR + _MODEL_COLUMN)
+    _extend(models, _DICT_ANCHOR, _DICT_FIELDS)
     return repo
 
 
@@ -79,6 +126,50 @@ def fill_widgets(url: URL, rows: int) -> int:
                      "FROM generate_series(1, %s) AS i", (rows,))
     execute_sql(url, "ANALYZE widgets")
     return rows
+
+
+def start_backfill(repo: Path, url: URL, log: Path, **env: str) -> subprocess.Popen:
+    """``flask migrations backfill run`` in ``repo`` on ``url``, as an operator (or a Job)
+    runs it once the release is out: in its own process group, its output in ``log``."""
+    flask = shutil.which("flask", path=VENV_BIN) or "flask"
+    with log.open("w") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([flask, "migrations", "backfill", "run"], cwd=repo,
+                                env=child_env(url, **env), stdout=out,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+@dataclass
+class BackfillRun:
+    """One run of the runner beside the deploy, with its progress as it was seen."""
+
+    started: float  # time.monotonic(), as Traffic's outcomes
+    ended: float
+    exit_code: int
+    # (when, state, rows_done) of background_migrations' row, polled while the runner ran.
+    progress: list[tuple[float, str, int]]
+    log: Path
+
+
+def run_backfill(repo: Path, url: URL, log: Path, name: str = BACKFILL,
+                 timeout: float = 600, poll: float = 0.05) -> BackfillRun:
+    """Run the runner to its end, polling ``name``'s progress meanwhile: the samples show
+    whether it changed the table batch by batch while the replicas served."""
+    started = time.monotonic()
+    proc = start_backfill(repo, url, log)
+    progress: list[tuple[float, str, int]] = []
+    try:
+        while proc.poll() is None:
+            if time.monotonic() - started > timeout:
+                raise AssertionError(f"the backfill ran over {timeout:.0f}s:\n{log.read_text()}")
+            rows = execute_sql(url, "SELECT state, rows_done FROM background_migrations "
+                                    "WHERE name = %s", (name,))
+            if rows:
+                progress.append((time.monotonic(), rows[0][0], rows[0][1]))
+            time.sleep(poll)
+        ended = time.monotonic()  # within one poll of its exit
+    finally:
+        stop(proc)
+    return BackfillRun(started, ended, proc.returncode, progress, log)
 
 
 @dataclass
@@ -179,6 +270,7 @@ class Rollout:
     to_ready: float  # N+1's first replica: start (migration included) to ready
     exit_codes: list[int]
     rollback_readyz: tuple[int, str]
+    backfill: BackfillRun | None = None  # the runner's run during the deploy
 
 
 def serve_release(fleet: Fleet, repo: Path, names: tuple[str, ...] = ("n-1", "n-2")) -> None:
@@ -188,23 +280,33 @@ def serve_release(fleet: Fleet, repo: Path, names: tuple[str, ...] = ("n-1", "n-
         fleet.wait_ready(name)
 
 
-def roll(fleet: Fleet, old: Path, new: Path, steady: float = 1.0) -> Rollout:
+def roll(fleet: Fleet, old: Path, new: Path, steady: float = 1.0,
+         backfill: bool = True) -> Rollout:
     """With ``old`` serving as n-1 and n-2 (and traffic on): ``steady`` seconds as they
-    are, then N+1 replaces them one by one, then ``old`` starts again on the new schema."""
+    are, then N+1 replaces them one by one, then ``old`` starts again on the new schema.
+
+    Once N+1's first replica is ready its revision has registered the backfill, so (with
+    ``backfill``) the runner starts then, beside the replicas being replaced, as a Job or
+    an operator would run it after the deploy's migration; the rollback waits for its end.
+    """
     time.sleep(steady)
     start = time.monotonic()
-    fleet.start("next-1", new)
-    to_ready = fleet.wait_ready("next-1", timeout=300)
-    codes = [fleet.retire("n-1")]
-    fleet.start("next-2", new)
-    fleet.wait_ready("next-2")
-    codes.append(fleet.retire("n-2"))
-    end = time.monotonic()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        fleet.start("next-1", new)
+        to_ready = fleet.wait_ready("next-1", timeout=300)
+        runner = pool.submit(run_backfill, new, fleet.url,
+                             fleet.workdir / "backfill.log") if backfill else None
+        codes = [fleet.retire("n-1")]
+        fleet.start("next-2", new)
+        fleet.wait_ready("next-2")
+        codes.append(fleet.retire("n-2"))
+        end = time.monotonic()
+        ran = runner.result() if runner is not None else None
     fleet.start("n-again", old)
     fleet.wait_ready("n-again")
     readyz = http_get(fleet.replicas["n-again"].port, "/readyz")
     time.sleep(1)
-    return Rollout(start, end, to_ready, codes, readyz)
+    return Rollout(start, end, to_ready, codes, readyz, ran)
 
 
 class Traffic(ClientThreads):
