@@ -35,9 +35,8 @@ from backend.migrate.apply import LOCK_NOT_AVAILABLE
 from backend.migrate.backfill_progress import ProgressLine
 from backend.migrate.background import TABLE, lock_key, to_driver_sql
 from backend.migrate.database import connect
-from backend.migrate.interrupt import SIGNALS
+from backend.migrate.interrupt import SIGNALS, install_cancelling_wait
 from backend.postgres import describe_error
-from backend.serving import deadline
 
 log = logging.getLogger("backend.lifecycle")
 
@@ -391,7 +390,7 @@ def _run_all(url: URL, settings: Config, log_every: int,
 @contextlib.contextmanager
 def _stop_on_signal() -> Iterator[None]:
     """SIGINT/SIGTERM raise KeyboardInterrupt at once, even while a statement runs: the wait
-    callback (backend.serving.deadline) then sends PostgreSQL a cancel request, and the
+    callback (backend.migrate.interrupt) then sends PostgreSQL a cancel request, and the
     batch's transaction rolls back in the server right away. Without it psycopg2 waits in C:
     SIGINT would act only once the statement ends, and SIGTERM's default action kills the
     process silently while the server runs the orphaned batch to its end, holding the
@@ -409,7 +408,7 @@ def _stop_on_signal() -> Iterator[None]:
     previous = {signum: signal.signal(signum, interrupt) for signum in SIGNALS}
     callback = psycopg2.extensions.get_wait_callback()
     if callback is None:
-        deadline.install(None)
+        install_cancelling_wait()
     try:
         yield
     finally:
