@@ -33,6 +33,13 @@ A revision that cannot be rendered offline (typically one that reads rows from P
 is a finding too, ``cannot render offline: <error>``: its SQL cannot be checked, and
 ``flask db upgrade --sql`` cannot print it either.
 
+Post-deploy revisions (backend/migrate/phases.py) are linted like the rest, each rendered
+on its own from its parent, so neither phase's head stands in for the other. A contract
+finding (a drop, a rename, ``SET NOT NULL``) in a pre-deploy revision names the post-deploy
+phase beside squawk's message: the previous release still serves while it runs. The same
+finding in a post-deploy revision is what that phase is for, and gets no such hint. ``head``
+as a REV means the pre-deploy head, as ``flask db upgrade`` does; ``post@head`` the other.
+
 Exit status: 1 when any finding remains or a baseline line is stale (0 with
 ``--warn-only``), 2 when the lint itself cannot run (an unknown revision, squawk missing
 or refusing its settings, a malformed baseline line).
@@ -64,6 +71,7 @@ from alembic.util import CommandError, to_tuple
 
 from backend import create_app
 from backend.config import Config, ConfigError, database_url_setting, parse_database_url
+from backend.migrate.phases import is_post, read_phases
 from backend.postgres import describe_error
 from migration_tools import lint_baseline
 from migration_tools.lint_baseline import BASELINE_FILE, LINE_SYNTAX, Baseline, BaselineError
@@ -100,6 +108,7 @@ class Revision:
     path: Path
     message: str
     down: tuple[str, ...]
+    post_deploy: bool = False  # on the post-deploy branch: contract steps belong there
 
 
 @dataclass(frozen=True)
@@ -115,7 +124,7 @@ class Finding:
         """The report line: file, revision id and message, then the rule and its message."""
         rev = self.revision
         path = rev.path.relative_to(root) if rev.path.is_relative_to(root) else rev.path
-        message = with_hint(self.rule, self.message)
+        message = with_hint(self.rule, self.message, post_deploy=rev.post_deploy)
         what = f"{self.rule}: {message}" if self.rule else message
         return f'{path} ({rev.ident}, "{rev.message}"): {what}'
 
@@ -135,7 +144,7 @@ def select_revisions(scripts: ScriptDirectory, wanted: Sequence[str]) -> list[Re
     """The revisions to lint, oldest first: all of them, or those named (ids, prefixes, head)."""
     ordered = [
         Revision(ident=s.revision, path=Path(s.path).resolve(), message=s.doc,
-                 down=to_tuple(s.down_revision, default=()))
+                 down=to_tuple(s.down_revision, default=()), post_deploy=is_post(s))
         for s in reversed(list(scripts.walk_revisions()))
     ]
     if not wanted:
@@ -145,7 +154,12 @@ def select_revisions(scripts: ScriptDirectory, wanted: Sequence[str]) -> list[Re
 
 
 def _resolve(scripts: ScriptDirectory, name: str) -> list[Script]:
-    """The scripts a REV argument names; an unknown name stops the lint (exit 2)."""
+    """The scripts a REV argument names; an unknown name stops the lint (exit 2). ``head``
+    beside a post-deploy branch is the pre-deploy head, as for ``flask db upgrade``."""
+    if name == "head":
+        history = read_phases(scripts)
+        if history.has_post and len(history.pre_heads) == 1:
+            name = history.pre_heads[0]
     try:
         found = [s for s in scripts.get_revisions(name) if s is not None]
     except CommandError as exc:
@@ -334,7 +348,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                              "(lines still true keep their reason; new ones get REASON; "
                              "stale ones go), then exit 0")
     parser.add_argument("revisions", nargs="*", metavar="REV",
-                        help="revisions to lint (ids, unique prefixes, head); default: all")
+                        help="revisions to lint (ids, unique prefixes, head: the "
+                             "pre-deploy head, post@head: the post-deploy one); default: all")
     args = parser.parse_args(argv)
     if args.write_baseline is not None and args.revisions:
         parser.error("--write-baseline covers the whole history: give no REV")

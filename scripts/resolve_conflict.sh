@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Get back to one migration head when two branches each added a revision on the same
-# parent (the entrypoint, /readyz and create_migration.sh all refuse two heads):
+# parent (the entrypoint, /readyz and create_migration.sh all refuse two heads). Beside a
+# post-deploy branch, one head per phase is normal: only the phase with several heads is
+# resolved (merged by id), never a pre-deploy head with the post-deploy one:
 #   scripts/resolve_conflict.sh                    # show the heads and both ways out
-#   scripts/resolve_conflict.sh merge [-m MESSAGE] # flask db merge heads, then flask db upgrade
+#   scripts/resolve_conflict.sh merge [-m MESSAGE] # flask db merge <the heads>, then upgrade
 #   scripts/resolve_conflict.sh rebase [--keep REV]
 #       roll the newer head back (if the database has it), re-parent its file onto the
 #       other head, then flask db upgrade; --keep REV keeps REV and moves the other one

@@ -20,6 +20,16 @@ config and our ``migrations/env.py`` like every other migration path:
     upgrade`` applies both in the new order. Re-parenting the file instead of
     autogenerating a new one keeps the hand-written body (backfills, concurrent indexes).
 
+With a post-deploy branch (backend/migrate/phases.py) the history has one head per phase,
+and that is no conflict. Only a phase with several heads is resolved, and only its heads:
+a pre-deploy head is never merged with the post-deploy one. The merge names those heads by
+id (``flask db merge <a> <b>``: ``heads`` would take the other phase's too); the upgrade
+after resolving the post-deploy phase brings a database that already has post-deploy
+revisions to that phase's new head as well, and leaves the others to ``flask migrations
+post-deploy``. A rebase is refused when another revision depends on the branch it would
+move (a post-deploy revision completing it, typically): rolling that branch back would
+take the dependent revision with it.
+
 Both change the schema of the database they talk to, and ``rebase`` runs a downgrade, so
 a database that is not on this machine is refused unless ``--force`` says otherwise:
 resolving a conflict is a development-time step, production only ever sees the result.

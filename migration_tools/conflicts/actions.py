@@ -15,14 +15,16 @@ from flask import Flask
 
 from backend.extensions import db
 from backend.migrate import LifecycleError
+from backend.migrate.phases import POST, read_phases
 from backend.migrate.revisions import current_revisions, forget_scripts, label
-from backend.migrate.upgrade import upgrade_to_head
+from backend.migrate.upgrade import upgrade_to, upgrade_to_head
 from backend.postgres import describe_error
 from migration_tools.branches import flask_command, unknown_revisions, ways_out
 from migration_tools.conflicts import PROG, ResolveFailed
 from migration_tools.conflicts.plan import (
     CREATE_DATE,
     FILE_STAMP,
+    Conflict,
     RebasePlan,
     ancestors,
     relative,
@@ -64,22 +66,35 @@ def check_known(scripts: ScriptDirectory, current: list[str], embedded: bool) ->
         raise LifecycleError(ways_out(scripts, unknown, embedded))
 
 
-def _upgrade(app: Flask, changed: str) -> list[str]:
-    """``flask db upgrade`` as the entrypoint runs it; say where the database ends up."""
+def _upgrade(app: Flask, changed: str, post: bool = False) -> list[str]:
+    """``flask db upgrade`` as the entrypoint runs it; say where the database ends up.
+
+    ``post``: the post-deploy phase was resolved. A database that has post-deploy revisions
+    applied is brought to the resolved post-deploy head too, as it was at the head of that
+    phase before; one that has none keeps them for ``flask migrations post-deploy``."""
 
     say("flask db upgrade")
     forget_scripts()  # the files just changed: parse them again
     before = database_at(app)
+    scripts = ScriptDirectory(app.extensions["migrate"].directory)
+    history = read_phases(scripts)
+    tracks_post = bool(_applied(scripts, before) & history.post)
     with app.app_context():
         try:
             upgrade_to_head(app)
+            if post and tracks_post:
+                say(f"flask db upgrade {POST}@head  (the database has post-deploy revisions "
+                    "applied: it gets the resolved post-deploy head too)")
+                upgrade_to(app, f"{POST}@head")
         except LifecycleError as exc:
             raise ResolveFailed(f"{exc}; {changed}: fix the failing revision, then run "
                                 "`flask db upgrade`") from None
+    if post and not tracks_post:
+        say("the post-deploy revisions stay for `flask migrations post-deploy`, which this "
+            "database has not run")
     now = database_at(app)
     # Counted here rather than taken from upgrade_to_head: on a merged history the other
     # branch's revisions are applied too, and they are not above the current revision.
-    scripts = ScriptDirectory(app.extensions["migrate"].directory)
     applied = [s.revision for s in reversed(list(scripts.walk_revisions("base", "heads")))
                if s.revision in _applied(scripts, now) - _applied(scripts, before)]
     say(f"applied {label(applied) if applied else 'nothing'}; the database is at "
@@ -87,17 +102,20 @@ def _upgrade(app: Flask, changed: str) -> list[str]:
     return now
 
 
-def run_merge(app: Flask, message: str, embedded: bool) -> Path:
+def run_merge(app: Flask, message: str, embedded: bool, conflict: Conflict) -> Path:
     """Write the merge revision, then upgrade; return the merge file.
 
-    The merge needs only the files: it is written whatever the database's state. The
-    upgrade after it needs a database that answers and is on this history; one that is
-    not (unreachable, or at another branch's revision after a switch) keeps its state and
-    gets a note saying why and what to do, and the merge stands."""
+    Only the conflict's heads are merged: beside a post-deploy branch, the heads of one
+    phase, named by id. The merge needs only the files: it is written whatever the
+    database's state. The upgrade after it needs a database that answers and is on this
+    history; one that is not (unreachable, or at another branch's revision after a switch)
+    keeps its state and gets a note saying why and what to do, and the merge stands."""
     migrate_ext = app.extensions["migrate"]
-    say(f"flask db merge heads -m {shlex.quote(message)}")
+    target = conflict.merge_target
+    named = target if isinstance(target, str) else " ".join(target)
+    say(f"flask db merge {named} -m {shlex.quote(message)}")
     with app.app_context():
-        script = command.merge(migrate_ext.migrate.get_config(), "heads", message=message)
+        script = command.merge(migrate_ext.migrate.get_config(), target, message=message)
     if script is None:
         raise ResolveFailed("alembic wrote no merge revision")
     path = Path(script.path)
@@ -115,7 +133,7 @@ def run_merge(app: Flask, message: str, embedded: bool) -> Path:
     if unknown:
         say(f"the database was not upgraded: {ways_out(scripts, unknown, embedded)}")
         return path
-    _upgrade(app, f"the merge revision {relative(path)} stays")
+    _upgrade(app, f"the merge revision {relative(path)} stays", post=conflict.post)
     return path
 
 
@@ -145,8 +163,9 @@ def _target_path(plan: RebasePlan, source: str) -> tuple[Path, str]:
 
 
 def run_rebase(app: Flask, scripts: ScriptDirectory, plan: RebasePlan,
-               current: list[str]) -> Path:
-    """Roll the moved branch back if applied, re-parent its root file, upgrade to head."""
+               current: list[str], post: bool = False) -> Path:
+    """Roll the moved branch back if applied, re-parent its root file, upgrade to head
+    (``post``: the heads moved are post-deploy ones)."""
     migrate_ext = app.extensions["migrate"]
     root = plan.root
     branch_ids = [s.revision for s in plan.branch]
@@ -158,7 +177,9 @@ def run_rebase(app: Flask, scripts: ScriptDirectory, plan: RebasePlan,
          f"{label(branch_ids)} ({plan.move.doc}) from {plan.ancestor} onto it")
     if rolled_back:
         # Roll back only the moved branch: if the database also has the kept branch, going
-        # down to the ancestor would needlessly undo that one too.
+        # down to the ancestor would needlessly undo that one too. (A post-deploy revision
+        # stays either way: one that depends on the moved branch refuses the rebase, and
+        # one that depends on the ancestor or below is not undone by going down to it.)
         target = (f"{rolled_back[-1]}@-{len(rolled_back)}" if kept_own & applied
                   else plan.ancestor)
         say(f"flask db downgrade {target}  (rolls back {label(reversed(rolled_back))}: "
@@ -190,5 +211,5 @@ def run_rebase(app: Flask, scripts: ScriptDirectory, plan: RebasePlan,
         old.unlink()
     _drop_bytecode(old)
     say(f"wrote {relative(new)}: down_revision {plan.ancestor} -> {plan.keep.revision}")
-    _upgrade(app, f"{relative(new)} is re-parented onto {plan.keep.revision}")
+    _upgrade(app, f"{relative(new)} is re-parented onto {plan.keep.revision}", post=post)
     return new

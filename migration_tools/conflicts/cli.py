@@ -19,7 +19,7 @@ from migration_tools.command_line import progress
 from migration_tools.conflicts import DEFAULT_MERGE_MESSAGE, PROG, SCRIPT, ResolveFailed
 from migration_tools.conflicts.actions import check_known, database_at, run_merge, run_rebase, say
 from migration_tools.conflicts.hosts import check_local
-from migration_tools.conflicts.plan import head_scripts, overview, plan_rebase
+from migration_tools.conflicts.plan import find_conflict, overview, plan_rebase
 from migration_tools.embedded import database_url_or_embedded
 
 # --------------------------------------------------------------------------- the command
@@ -28,7 +28,8 @@ from migration_tools.embedded import database_url_or_embedded
 def _parser() -> argparse.ArgumentParser:
     force_help = "work on a database that is not on this machine"
     parser = argparse.ArgumentParser(
-        prog=SCRIPT, description="Resolve two migration heads: merge them, or rebase one.")
+        prog=SCRIPT, description="Resolve two migration heads (beside a post-deploy "
+        "branch: two heads of one phase): merge them, or rebase one.")
     parser.add_argument("--force", action="store_true", help=force_help)
     actions = parser.add_subparsers(dest="action", metavar="{merge,rebase}")
     merge = actions.add_parser("merge", help="add a merge revision, then upgrade")
@@ -48,19 +49,22 @@ def resolve(action: str, message: str, keep: str | None, force: bool) -> None:
     """Refuse what cannot or must not be done, then run ``action`` against the database."""
 
     scripts = ScriptDirectory(str(MIGRATIONS_DIR))
-    heads = head_scripts(scripts)
-    if len(heads) < 2:
-        raise LifecycleError(f"the revision history has "
-                             f"{f'one head ({heads[0].revision})' if heads else 'no revision'}: "
-                             "nothing to resolve")
+    conflict = find_conflict(scripts)
+    if not conflict.exists:
+        raise LifecycleError(conflict.nothing_to_resolve())
+    heads = conflict.heads
     if action == "merge" and not message.strip():
         raise LifecycleError("the merge message is empty: give one with -m MESSAGE")
-    plan = plan_rebase(scripts, keep) if action == "rebase" else None
+    plan = plan_rebase(scripts, keep, conflict) if action == "rebase" else None
 
     embedded = not database_url_setting()
     if not embedded:
         check_local(parse_database_url(os.environ["DATABASE_URL"]), force)
-    say(f"heads: {', '.join(f'{h.revision} ({h.doc})' for h in heads)}")
+    if conflict.phase:
+        say(f"{conflict.phase} heads: {', '.join(f'{h.revision} ({h.doc})' for h in heads)} "
+            f"(the other phase's, {', '.join(conflict.others)}, are left alone)")
+    else:
+        say(f"heads: {', '.join(f'{h.revision} ({h.doc})' for h in heads)}")
     with database_url_or_embedded() as url:
         app = create_app(Config.for_url(url))
         try:
@@ -68,15 +72,21 @@ def resolve(action: str, message: str, keep: str | None, force: bool) -> None:
                 at = database_at(app)
                 check_known(scripts, at, embedded)
                 say(f"the database is at {label(at)}")
-                run_rebase(app, scripts, plan, at)
+                run_rebase(app, scripts, plan, at, post=conflict.post)
             else:  # needs only the files; the upgrade after it, a database it can take
-                run_merge(app, message, embedded)
+                run_merge(app, message, embedded, conflict)
         finally:
 
             with app.app_context():
                 db.engine.dispose()
-    final = ScriptDirectory(str(MIGRATIONS_DIR)).get_heads()
-    say(f"done: the history has one head, {label(final)}")
+    after = find_conflict(ScriptDirectory(str(MIGRATIONS_DIR)))
+    if after.exists:  # the other phase had several heads too
+        say(f"done with the {conflict.phase} heads; {after.whose} have {len(after.heads)} "
+            f"heads too: run `{SCRIPT} {action}` again for them")
+    elif conflict.phase:
+        say(f"done: the history has {after.heads_now()}")
+    else:
+        say(f"done: the history has one head, {label(h.revision for h in after.heads)}")
 
 
 def main(argv: list[str]) -> int:

@@ -1,4 +1,11 @@
-"""The history's two heads, and the plan for making them one."""
+"""The heads to make one, and the plan for doing it.
+
+With a post-deploy branch (backend/migrate/phases.py) the history normally has two heads,
+one per phase: those are not a conflict, and a pre-deploy head is never merged with the
+post-deploy one (the merge would tie the main line to the contract steps, and the start
+could no longer apply one without the other). Only a phase with several heads has a
+conflict, and only its heads are resolved.
+"""
 
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from alembic.script import Script, ScriptDirectory
 from alembic.util import to_tuple
 
 from backend.migrate import LifecycleError
+from backend.migrate.phases import read_phases
 from migration_tools.conflicts import PROG, SCRIPT
 
 # --------------------------------------------------------------------------- the history
@@ -41,6 +49,70 @@ def created(script: Script) -> tuple[datetime, str]:
 def head_scripts(scripts: ScriptDirectory) -> list[Script]:
     """The heads, oldest first, so "the newer one" is always the last."""
     return sorted((scripts.get_revision(rev) for rev in scripts.get_heads()), key=created)
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """The heads to make one, oldest first, and the phase they are in: None on a history
+    without a post-deploy branch, where every head counts, as before the phases existed."""
+
+    heads: list[Script]
+    phase: str | None = None
+    others: tuple[str, ...] = ()  # the other phase's heads, which stay as they are
+
+    @property
+    def exists(self) -> bool:
+        return len(self.heads) > 1
+
+    @property
+    def post(self) -> bool:
+        return self.phase == "post-deploy"
+
+    @property
+    def whose(self) -> str:
+        """Whose heads: "the revision history" or "the pre-deploy revisions"."""
+        return f"the {self.phase} revisions" if self.phase else "the revision history"
+
+    @property
+    def merge_target(self) -> str | list[str]:
+        """What ``flask db merge`` takes: ``heads``, or the phase's heads by id (``heads``
+        would merge a pre-deploy head with the post-deploy one)."""
+        return [head.revision for head in self.heads] if self.phase else "heads"
+
+    def heads_now(self) -> str:
+        """The heads, once the conflict is resolved (or when there is none)."""
+        if self.phase is None:
+            return (f"one head ({self.heads[0].revision})" if self.heads else "no revision")
+        return (f"one head per phase (pre-deploy {', '.join(self._pre)}; post-deploy "
+                f"{', '.join(self._post)})")
+
+    def nothing_to_resolve(self) -> str:
+        """Why there is nothing to do, in one line."""
+        normal = ", as a post-deploy branch beside the main line makes it" if self.phase \
+            else ""
+        return f"the revision history has {self.heads_now()}{normal}: nothing to resolve"
+
+    @property
+    def _pre(self) -> tuple[str, ...]:
+        return self.others if self.post else tuple(h.revision for h in self.heads)
+
+    @property
+    def _post(self) -> tuple[str, ...]:
+        return tuple(h.revision for h in self.heads) if self.post else self.others
+
+
+def find_conflict(scripts: ScriptDirectory) -> Conflict:
+    """The heads to resolve: every head without a post-deploy branch; with one, those of the
+    phase with several (the pre-deploy phase first when both have; the post-deploy one is
+    then the next run's)."""
+    history = read_phases(scripts)
+    if not history.has_post:
+        return Conflict(head_scripts(scripts))
+    phases = (("pre-deploy", history.pre_heads, history.post_heads),
+              ("post-deploy", history.post_heads, history.pre_heads))
+    phase, heads, others = next((p for p in phases if len(p[1]) > 1), phases[0])
+    ordered = sorted((scripts.get_revision(rev) for rev in heads), key=created)
+    return Conflict(ordered, phase, tuple(others))
 
 
 def ancestors(scripts: ScriptDirectory, revision: str) -> set[str]:
@@ -98,12 +170,15 @@ def reparent_source(source: str, old_parent: str, new_parent: str) -> str:
     return revises.sub(lambda m: f"{m[1]}{new_parent}{m[2]}", text, count=1)
 
 
-def plan_rebase(scripts: ScriptDirectory, keep: str | None) -> RebasePlan:
-    """Choose the head to move and check that re-parenting it is well defined."""
-    heads = head_scripts(scripts)
+def plan_rebase(scripts: ScriptDirectory, keep: str | None,
+                conflict: Conflict | None = None) -> RebasePlan:
+    """Choose the head to move (one of the conflict's, by default every head) and check
+    that re-parenting it is well defined."""
+    conflict = conflict or Conflict(head_scripts(scripts))
+    heads = conflict.heads
     if len(heads) != 2:
-        raise LifecycleError(f"rebase moves one head onto the other, and this history has "
-                             f"{len(heads)} heads ({', '.join(h.revision for h in heads)}): "
+        raise LifecycleError(f"rebase moves one head onto the other, and {conflict.whose} "
+                             f"have {len(heads)} heads ({', '.join(h.revision for h in heads)}): "
                              f"use `{SCRIPT} merge` instead")
     if keep:
         chosen = [h for h in heads if h.revision.startswith(keep.strip())]
@@ -126,8 +201,11 @@ def plan_rebase(scripts: ScriptDirectory, keep: str | None) -> RebasePlan:
             or any(not set(p) <= allowed for p in parents)):
         raise LifecycleError(f"the branch of {moved.revision} is not a line of revisions on "
                              f"{ancestor}: use `{SCRIPT} merge` instead")
-    waiting = [s.revision for s in scripts.walk_revisions("base", kept.revision)
-               if own & set(to_tuple(s.dependencies, default=()))]
+    # Any revision that depends on the moved branch: the kept one's, or a post-deploy
+    # revision completing it (rolling the branch back would roll that back too, and the
+    # upgrade after would not bring it back).
+    waiting = [s.revision for s in scripts.walk_revisions()
+               if s.revision not in own and own & set(to_tuple(s.dependencies, default=()))]
     if waiting:
         raise LifecycleError(f"{', '.join(waiting)} depends on the branch of {moved.revision}, "
                              f"which cannot then move after it: use `{SCRIPT} merge` instead")
@@ -137,22 +215,30 @@ def plan_rebase(scripts: ScriptDirectory, keep: str | None) -> RebasePlan:
 
 def overview(scripts: ScriptDirectory) -> str:
     """The heads and both ways out, for a run without arguments."""
-    heads = head_scripts(scripts)
+    conflict = find_conflict(scripts)
+    heads = conflict.heads
     lines = []
-    if len(heads) < 2:
-        lines.append(f"{PROG}: the revision history has "
-                     f"{f'one head ({heads[0].revision})' if heads else 'no revision'}: "
-                     "nothing to resolve")
+    if not conflict.exists:
+        lines.append(f"{PROG}: {conflict.nothing_to_resolve()}")
     else:
-        lines.append(f"{PROG}: the revision history has {len(heads)} heads (oldest first):")
+        verb = "have" if conflict.phase else "has"
+        lines.append(f"{PROG}: {conflict.whose} {verb} {len(heads)} heads (oldest first):")
         for head in heads:
             lines.append(f"  {head.revision}  {head.doc}  ({relative(head.path)})")
+        if conflict.others:
+            other = "post-deploy" if conflict.phase == "pre-deploy" else "pre-deploy"
+            lines.append(f"  (the {other} head(s) {', '.join(conflict.others)}: another "
+                         "phase's, left alone)")
+    by_id = conflict.phase is not None and conflict.exists
+    merged = "those heads" if by_id else "all heads"
+    merge_words = " ".join(h.revision for h in heads) if by_id else "heads"
     older = heads[0].revision if len(heads) == 2 else "the older head"
     newer = heads[-1].revision if len(heads) == 2 else "the newer head"
     lines += [
         "Two ways to get one head again:",
         f"  {SCRIPT} merge [-m MESSAGE]",
-        "      write a merge revision whose parents are all heads (flask db merge heads),",
+        f"      write a merge revision whose parents are {merged} (flask db merge "
+        f"{merge_words}),",
         "      then bring the database to it (flask db upgrade)",
         f"  {SCRIPT} rebase [--keep REV]",
         f"      roll {newer} back if the database has it (its downgrade runs), re-parent",

@@ -6,6 +6,7 @@ changes its model there, so the proof holds whatever application the checkout se
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import subprocess
@@ -209,3 +210,200 @@ def test_the_embedded_database_line_follows_log_format(repo):
     assert proc.returncode == 0, proc.stderr
     [line] = [ln for ln in proc.stderr.splitlines() if "using the embedded PostgreSQL" in ln]
     assert json.loads(line)["level"] == "info"
+
+
+# --- the post-deploy phase -----------------------------------------------------------------
+
+SIZE_LINE = "    size: Mapped[int | None] = mapped_column(sa.Integer)\n"
+REQUIRED_SIZE = "    size: Mapped[int] = mapped_column(sa.Integer, nullable=False)\n"
+CODE_LINE = "    code: Mapped[str] = mapped_column(sa.String(40))\n"
+PRE_HEAD = FIXTURE_REVISIONS[-1]
+SUGGESTION = "it belongs to the post-deploy phase"
+EXPAND, CONTRACT = "ad0000000001", "ad0000000002"
+BACKFILL = "widgets_code"
+BACKGROUND = ("from backend.migrate.background import finish_backfill, register_backfill, "
+              "unregister_backfill\n")
+STATEMENT = ("UPDATE widgets SET code = 'W-' || id WHERE id > :start AND id <= :stop "
+             "AND code IS NULL")
+
+
+def header(path: Path) -> dict[str, object]:
+    """The identifiers a revision file assigns, as its lines say."""
+    text = path.read_text()
+    return {key: ast.literal_eval(re.search(rf"^{key} = (.+)$", text, re.M)[1])
+            for key in ("revision", "down_revision", "branch_labels", "depends_on")}
+
+
+def new_file(repo: Path, before: set[str]) -> Path:
+    (name,) = versions(repo) - before
+    return repo / "migrations/versions" / name
+
+
+def phases(repo: Path):
+    from alembic.script import ScriptDirectory
+
+    from backend.migrate.phases import read_phases
+
+    return read_phases(ScriptDirectory(str(repo / "migrations")))
+
+
+def expand_and_contract(repo: Path) -> None:
+    """A release whose expand registers a background migration and whose contract (a
+    post-deploy revision) needs it finished; the model as it is once both are applied."""
+    write_revision(repo, EXPAND, PRE_HEAD, "add widget code",
+                   upgrade="op.add_column('widgets', sa.Column('code', sa.String(40)))\n"
+                           f'register_backfill("{BACKFILL}", "widgets", "{STATEMENT}")',
+                   downgrade=f'unregister_backfill("{BACKFILL}")\n'
+                             "op.drop_column('widgets', 'code')",
+                   imports=BACKGROUND, stamp="20261201_1000")
+    write_revision(repo, CONTRACT, None, "require widget code",
+                   upgrade=f'finish_backfill("{BACKFILL}")\n'
+                           "op.alter_column('widgets', 'code', nullable=False)",
+                   downgrade="op.alter_column('widgets', 'code', nullable=True)",
+                   imports=BACKGROUND, stamp="20261201_1001", branch_labels=("post",),
+                   depends_on=EXPAND)
+    change_model(repo, NAME_LINE, NAME_LINE + CODE_LINE)
+
+
+def test_post_deploy_revisions_start_a_branch_of_their_own_then_follow_it(repo, fixture_db):
+    # Arrange: a contract step in the model: size becomes required.
+    change_model(repo, SIZE_LINE, REQUIRED_SIZE)
+    before = versions(repo)
+
+    # Act
+    first = create_migration(repo, fixture_db, "--post-deploy", "require widget size")
+
+    # Assert: a root of its own, labelled post, completing the main line's head.
+    assert first.returncode == 0, first.stderr
+    first_path = new_file(repo, before)
+    first_rev = header(first_path)["revision"]
+    assert header(first_path) == {"revision": first_rev, "down_revision": None,
+                                  "branch_labels": ("post",), "depends_on": PRE_HEAD}
+    assert "upgrade: alter_column(widgets)" in first.stdout
+    assert "starts the post-deploy branch" in first.stdout
+    assert "migrations post-deploy` once every replica serves" in first.stdout
+    assert SUGGESTION not in first.stdout
+    assert "1 revision(s) linted" in first.stderr
+
+    # Arrange: the contract applied, as once the release is out; then the column goes.
+    run_flask(["migrations", "post-deploy"], fixture_db, cwd=repo)
+    change_model(repo, REQUIRED_SIZE, "")
+    before = versions(repo)
+
+    # Act
+    second = create_migration(repo, fixture_db, "--post-deploy", "drop widget size")
+
+    # Assert: on the first, still completing the main line's head; no phase advice for a
+    # drop that is already where it belongs, from create_migration or from its lint.
+    assert second.returncode == 0, second.stderr
+    second_path = new_file(repo, before)
+    second_rev = header(second_path)["revision"]
+    assert header(second_path) == {"revision": second_rev, "down_revision": first_rev,
+                                   "branch_labels": None, "depends_on": PRE_HEAD}
+    assert "upgrade: drop_column(widgets)" in second.stdout
+    assert f"goes on the post-deploy head {first_rev}" in second.stdout
+    assert SUGGESTION not in second.stdout
+    [finding] = [ln for ln in second.stderr.splitlines() if ": ban-drop-column: " in ln]
+    assert "post-deploy phase" not in finding
+    history = phases(repo)
+    assert history.pre_heads == (PRE_HEAD,)
+    assert history.post_heads == (second_rev,)
+
+
+def test_a_plain_revision_goes_on_the_main_line_beside_the_post_deploy_branch(repo, fixture_db):
+    # Arrange: a post-deploy branch, applied; the history has two heads, one per phase.
+    write_revision(repo, CONTRACT, None, "contract on the fixture", stamp="20261201_1001",
+                   branch_labels=("post",), depends_on=PRE_HEAD)
+    run_flask(["migrations", "post-deploy"], fixture_db, cwd=repo)
+    add_probe_column(repo)
+    before = versions(repo)
+
+    # Act
+    proc = create_migration(repo, fixture_db, "add widget probe note")
+
+    # Assert: on the pre-deploy head, in no branch, depending on nothing; linted by its id.
+    assert proc.returncode == 0, proc.stderr
+    path = new_file(repo, before)
+    rev = header(path)["revision"]
+    assert header(path) == {"revision": rev, "down_revision": PRE_HEAD,
+                            "branch_labels": None, "depends_on": None}
+    assert SUGGESTION not in proc.stdout and "post-deploy:" not in proc.stdout
+    assert "1 revision(s) linted, 0 finding(s)" in proc.stderr
+    history = phases(repo)
+    assert history.pre_heads == (rev,) and history.post_heads == (CONTRACT,)
+
+
+def test_a_contract_step_on_the_main_line_suggests_the_post_deploy_phase(repo, fixture_db):
+    # Arrange: a column removed from the model, the previous release still reads it.
+    change_model(repo, SIZE_LINE, "")
+    before = versions(repo)
+
+    # Act
+    proc = create_migration(repo, fixture_db, "drop widget size")
+
+    # Assert: one line after the summary, with the commands that move it.
+    assert proc.returncode == 0, proc.stderr
+    path = new_file(repo, before)
+    lines = proc.stdout.splitlines()
+    [line] = [ln for ln in lines if SUGGESTION in ln]
+    assert lines.index(line) == 2, proc.stdout  # the path, its operations, then this
+    assert "contract step (drop_column(widgets.size))" in line
+    assert "the previous release may still read or write what this removes" in line
+    command = re.search(r"`([^`]+)`$", line)[1]
+    assert command == (f"rm migrations/versions/{path.name} && "
+                       "scripts/create_migration.sh --post-deploy 'drop widget size'")
+
+    # Act: the suggestion, run as printed.
+    moved = subprocess.run(["bash", "-c", command], cwd=repo, env=child_env(fixture_db),
+                           capture_output=True, text=True, timeout=120)
+
+    # Assert: the main-line file is gone, the same change is a post-deploy revision.
+    assert moved.returncode == 0, moved.stderr
+    assert not path.exists()
+    post = new_file(repo, before)
+    assert header(post)["branch_labels"] == ("post",)
+    assert header(post)["depends_on"] == PRE_HEAD
+    assert "upgrade: drop_column(widgets)" in moved.stdout
+    assert SUGGESTION not in moved.stdout
+
+
+def test_pending_post_deploy_revisions_are_refused_with_the_commands_that_apply_them(
+        repo, fixture_db):
+    # Arrange: the release is out (its expand applied), its background migration pending.
+    expand_and_contract(repo)
+    run_flask(["db", "upgrade"], fixture_db, cwd=repo)
+    add_probe_column(repo)
+    before = versions(repo)
+
+    # Act
+    proc = create_migration(repo, fixture_db, "add widget probe note")
+
+    # Assert: nothing written, nothing applied; the commands in the order they must run.
+    assert proc.returncode == 1
+    [line] = [ln for ln in proc.stderr.splitlines() if "refused" in ln]
+    assert f"post-deploy revision(s) {CONTRACT} are not applied" in line
+    assert (f"`flask migrations backfill run` (background migration(s) {BACKFILL} "
+            "unfinished), then `flask migrations post-deploy`") in line
+    assert versions(repo) == before
+    assert execute_sql(fixture_db, "SELECT version_num FROM alembic_version") == [(EXPAND,)]
+
+
+def test_the_embedded_database_runs_its_backfill_and_comes_to_both_heads(repo):
+    # Arrange: the embedded development database at the expand, its backfill pending.
+    expand_and_contract(repo)
+    run_flask(["db", "upgrade"], None, cwd=repo)
+    add_probe_column(repo)
+    before = versions(repo)
+
+    # Act
+    proc = create_migration(repo, None, "add widget probe note")
+
+    # Assert: the backfill ran, the contract was applied (the new revision holds no
+    # alter_column for it), and the revision went on the main line.
+    assert proc.returncode == 0, proc.stderr
+    assert (f"background migration(s) {BACKFILL} are unfinished on the development "
+            "database") in proc.stderr
+    assert "1 revision(s) behind (1 post-deploy); bringing it to both heads first" \
+        in proc.stderr
+    assert "\n  upgrade: add_column(widgets)\n" in proc.stdout
+    assert header(new_file(repo, before))["down_revision"] == EXPAND

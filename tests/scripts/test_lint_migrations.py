@@ -340,3 +340,87 @@ def test_alembic_bookkeeping_is_not_linted():
     assert "alembic_version" not in sql
     assert "BEGIN;" in sql and "COMMIT;" in sql
     assert "CREATE INDEX ix_a ON a (b);" in sql
+
+
+# --- the post-deploy phase ---------------------------------------------------------------
+
+DROP_COLUMN = 'op.drop_column("widgets", "name")'
+SET_NOT_NULL = 'op.alter_column("widgets", "name", existing_type=sa.String(length=200), ' \
+               "nullable=False)"
+RENAME_COLUMN = 'op.alter_column("widgets", "name", new_column_name="title")'
+PHASE_HINT = "it belongs to the post-deploy phase: scripts/create_migration.sh --post-deploy"
+CONTRACTS = [(DROP_COLUMN, "ban-drop-column"), (SET_NOT_NULL, "adding-not-nullable-field"),
+             (RENAME_COLUMN, "renaming-column")]
+# What a contract relying on a background migration starts with; offline it renders nothing.
+FINISH = 'finish_backfill("widgets_code")\n'
+BACKGROUND = "from backend.migrate.background import finish_backfill\n"
+
+
+def add_post_revision(repo: Path, rev: str, parent: str | None, message: str,
+                      body: str) -> str:
+    """A post-deploy revision: the first one a root labelled post, each completing the
+    fixture's first revision; return its repo-relative path."""
+    path = write_revision(repo, rev, parent, message, upgrade=FINISH + body,
+                          imports=BACKGROUND, stamp="20261201_1000",
+                          branch_labels=("post",) if parent is None else None,
+                          depends_on=FIXTURE_REVISIONS[0])
+    return str(path.relative_to(repo))
+
+
+def finding_line(proc: subprocess.CompletedProcess, rev: str, rule: str) -> str:
+    [line] = [ln for ln in proc.stdout.splitlines() if f"({rev}, " in ln and f": {rule}: " in ln]
+    return line
+
+
+@pytest.mark.parametrize(("body", "rule"), CONTRACTS)
+def test_a_contract_step_in_a_pre_deploy_revision_names_the_post_deploy_phase(repo, body, rule):
+    rev, _ = add_revision(repo, "contract widgets", body)
+
+    proc = lint(repo, rev)
+
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    line = finding_line(proc, rev, rule)
+    assert "the previous release may still read or write what this removes" in line
+    assert PHASE_HINT in line
+
+
+@pytest.mark.parametrize(("body", "rule"), CONTRACTS)
+def test_the_same_step_in_a_post_deploy_revision_gets_no_phase_hint(repo, body, rule):
+    path = add_post_revision(repo, "ad0000000001", None, "contract widgets", body)
+
+    proc = lint(repo)
+
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    line = finding_line(proc, "ad0000000001", rule)
+    assert line.startswith(finding(path, "ad0000000001", "contract widgets", rule))
+    assert "post-deploy" not in line
+    assert "cannot render offline" not in proc.stdout
+    assert summary(proc) == "2 revision(s) linted, 1 finding(s)"
+
+
+def test_each_post_deploy_revision_is_rendered_and_linted_from_its_parent(repo):
+    # Arrange: a main-line revision and a post-deploy branch of two beside it.
+    pre, pre_path = add_revision(repo, "index names", CREATE_INDEX)
+    first = add_post_revision(repo, "ad0000000001", None, "index names again",
+                              CREATE_INDEX.replace("ix_", "ix2_"))
+    second = add_post_revision(repo, "ad0000000002", "ad0000000001", "widen names",
+                               TYPE_CHANGE)
+
+    # Act
+    everything = lint(repo)
+    main_line = lint(repo, "head")
+    post_line = lint(repo, "post@head")
+
+    # Assert: every revision, each finding against its own file; head is the pre-deploy
+    # head (as for flask db upgrade), post@head the post-deploy one.
+    assert finding(first, "ad0000000001", "index names again", INDEX_RULE) in everything.stdout
+    assert finding(second, "ad0000000002", "widen names", "changing-column-type") \
+        in everything.stdout
+    assert finding(pre_path, pre, "index names", INDEX_RULE) in everything.stdout
+    assert summary(everything) == "4 revision(s) linted, 3 finding(s)"
+    assert main_line.returncode == 1, main_line.stderr
+    assert finding(pre_path, pre, "index names", INDEX_RULE) in main_line.stdout
+    assert summary(main_line) == "1 revision(s) linted, 1 finding(s)"
+    assert post_line.returncode == 1, post_line.stderr
+    assert "(ad0000000002, " in post_line.stdout and "(ad0000000001, " not in post_line.stdout
+    assert summary(post_line) == "1 revision(s) linted, 1 finding(s)"

@@ -12,6 +12,7 @@ from alembic.script import ScriptDirectory
 
 from backend.config import parse_database_url
 from backend.migrate import LifecycleError
+from backend.migrate.phases import read_phases
 from migration_tools.conflicts.hosts import is_local_host, non_local_hosts
 from migration_tools.conflicts.plan import reparent_source
 from testkit.support import FIXTURE_REVISIONS, fixture_project, write_revision
@@ -317,3 +318,129 @@ def test_reparent_source_refuses_a_parent_it_cannot_find(tmp_path):
 
     with pytest.raises(LifecycleError, match="exactly once"):
         reparent_source(source, "ffff", "bbbb")
+
+
+# --- beside a post-deploy branch -----------------------------------------------------------
+
+POST_ROOT = "cccc00000003"  # the post-deploy branch, completing the fixture's head
+
+
+def add_post_revision(repo: Path, rev: str, parent: str | None, stamp: str,
+                      depends_on: str = PARENT) -> Path:
+    return write_revision(repo, rev, parent, f"contract {rev}", stamp=stamp,
+                          branch_labels=("post",) if parent is None else None,
+                          depends_on=depends_on)
+
+
+def phases(repo: Path):
+    return read_phases(ScriptDirectory(str(repo / "migrations")))
+
+
+def test_two_pre_deploy_heads_beside_a_post_deploy_head_merge_without_it(repo, fixture_db):
+    # Arrange: a post-deploy branch waiting, then the usual conflict on the main line.
+    execute_sql(fixture_db, SEED)
+    rows = snapshot(fixture_db)
+    add_post_revision(repo, POST_ROOT, None, "20261121_0800")
+    add_revision(repo, LOCAL, PARENT, "20261121_0900", "add b to widgets", "b")
+    run_flask(["db", "upgrade"], fixture_db, cwd=repo)
+    add_revision(repo, OTHER, PARENT, "20261120_0900", "add a to widgets", "a")
+    assert sorted(heads(repo)) == sorted([OTHER, LOCAL, POST_ROOT])
+
+    # Act
+    proc = resolve(repo, fixture_db, "merge")
+
+    # Assert: the pre-deploy heads merged by id, the post-deploy head left beside them.
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    history = phases(repo)
+    [merge] = history.pre_heads
+    assert set(ScriptDirectory(str(repo / "migrations")).get_revision(merge).down_revision) \
+        == {OTHER, LOCAL}
+    assert history.post_heads == (POST_ROOT,) and merge not in history.post
+    assert history.problem() is None
+    assert f"flask db merge {OTHER} {LOCAL} -m" in proc.stdout
+    assert f"done: the history has one head per phase (pre-deploy {merge}; post-deploy " \
+           f"{POST_ROOT})" in proc.stdout
+    assert db_revisions(fixture_db) == [merge]  # the contract waits for post-deploy
+    assert {"a", "b"} <= columns(fixture_db)
+    assert snapshot(fixture_db) == rows
+
+
+def test_one_pre_deploy_and_one_post_deploy_head_are_nothing_to_resolve(repo, fixture_db):
+    add_post_revision(repo, POST_ROOT, None, "20261121_0800")
+    before = files(repo)
+    normal = f"one head per phase (pre-deploy {PARENT}; post-deploy {POST_ROOT})"
+
+    merged = resolve(repo, fixture_db, "merge")
+    rebased = resolve(repo, fixture_db, "rebase")
+    shown = resolve(repo, fixture_db)
+
+    for refused in (merged, rebased):
+        assert refused.returncode == 1
+        [line] = [ln for ln in refused.stderr.splitlines() if "refused" in ln]
+        assert normal in line and line.endswith("nothing to resolve")
+    assert shown.returncode == 0 and f"{normal}, as a post-deploy branch" in shown.stderr
+    assert files(repo) == before
+    assert db_revisions(fixture_db) == [PARENT]
+
+
+def test_two_post_deploy_heads_merge_on_the_post_deploy_branch(repo, fixture_db):
+    # Arrange: the post-deploy branch applied, then two contracts on it from two branches.
+    add_post_revision(repo, POST_ROOT, None, "20261121_0800")
+    run_flask(["migrations", "post-deploy"], fixture_db, cwd=repo)
+    add_post_revision(repo, OTHER, POST_ROOT, "20261121_0900")
+    add_post_revision(repo, LOCAL, POST_ROOT, "20261121_1000")
+
+    # Act
+    proc = resolve(repo, fixture_db, "merge")
+
+    # Assert: a post-deploy merge, the main line untouched, the database brought to it.
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    history = phases(repo)
+    [merge] = history.post_heads
+    assert merge in history.post and history.pre_heads == (PARENT,)
+    assert set(ScriptDirectory(str(repo / "migrations")).get_revision(merge).down_revision) \
+        == {OTHER, LOCAL}
+    assert f"flask db merge {OTHER} {LOCAL} -m" in proc.stdout
+    assert "flask db upgrade post@head" in proc.stdout
+    assert db_revisions(fixture_db) == [merge]
+
+
+def test_rebase_refuses_to_move_a_branch_a_post_deploy_revision_completes(repo, fixture_db):
+    # Arrange: the newer head has a contract completing it; rolling it back would take
+    # the contract along.
+    add_revision(repo, LOCAL, PARENT, "20261121_0900", "add b to widgets", "b")
+    add_post_revision(repo, POST_ROOT, None, "20261121_0930", depends_on=LOCAL)
+    add_revision(repo, OTHER, PARENT, "20261120_0900", "add a to widgets", "a")
+    before = files(repo)
+
+    proc = resolve(repo, fixture_db, "rebase")
+
+    assert proc.returncode == 1
+    assert f"{POST_ROOT} depends on the branch of {LOCAL}" in proc.stderr
+    assert "resolve_conflict.sh merge` instead" in proc.stderr
+    assert files(repo) == before and db_revisions(fixture_db) == [PARENT]
+
+
+def test_rebase_on_the_main_line_keeps_an_applied_post_deploy_revision(repo, fixture_db):
+    # Arrange: the post-deploy branch applied, the local revision applied after it, then
+    # an older revision from another branch on the same parent.
+    execute_sql(fixture_db, SEED)
+    rows = snapshot(fixture_db)
+    add_post_revision(repo, POST_ROOT, None, "20261121_0800")
+    add_revision(repo, LOCAL, PARENT, "20261121_0900", "add b to widgets", "b")
+    run_flask(["db", "upgrade"], fixture_db, cwd=repo)
+    run_flask(["migrations", "post-deploy"], fixture_db, cwd=repo)
+    add_revision(repo, OTHER, PARENT, "20261120_0900", "add a to widgets", "a")
+    assert db_revisions(fixture_db) == sorted([LOCAL, POST_ROOT])
+
+    # Act
+    proc = resolve(repo, fixture_db, "rebase")
+
+    # Assert: only the moved revision was rolled back and applied again; the contract,
+    # which no upgrade of the main line would bring back, is still applied.
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"rolls back {LOCAL}:" in proc.stdout
+    assert phases(repo).pre_heads == (LOCAL,) and phases(repo).post_heads == (POST_ROOT,)
+    assert db_revisions(fixture_db) == sorted([LOCAL, POST_ROOT])
+    assert {"a", "b"} <= columns(fixture_db)
+    assert snapshot(fixture_db) == rows
