@@ -137,7 +137,7 @@ def explain(ctx: Context) -> str:
     buckets = {
         "whole request (Flask test client)": ms("flask/testing.py", "open"),
         "the view (readyz)": ms("backend/health.py", "readyz"),
-        "pool checkout (idle socket check, no round trip)": ms("sqlalchemy/pool/base.py", "_checkout"),
+        "pool checkout (idle socket check)": ms("sqlalchemy/pool/base.py", "_checkout"),
         "SQL statements (psycopg2 execute)": sum(
             v[3] for k, v in raw.items() if k[2] == "<method 'execute' of "
             "'psycopg2.extensions.cursor' objects>") / count * 1000,
