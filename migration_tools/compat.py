@@ -9,6 +9,18 @@ tests (``--tests``, else ``COMPAT_TESTS``, else ``tests/api``). A revision that 
 renames a column N reads, or adds a NOT NULL column N does not write, fails those tests, and
 the report names them with the revisions N does not have.
 
+The schema is the one a rolling deploy gives REF (backend/migrate/phases.py has the two
+phases): this checkout's pre-deploy revisions, which every replica's start applies while REF
+still serves, plus the post-deploy revisions REF itself had (its own contracts, run by
+``flask migrations post-deploy`` while it served), but not this checkout's new post-deploy
+revisions: those run once REF is no longer serving, so dropping what REF reads is their job
+and no fault. In REF's tree the revisions are laid on one line (REF's pre-deploy revisions,
+then its post-deploy ones, then this checkout's new pre-deploy ones: the order a deploy
+takes), so however REF's tests migrate their database (``flask db upgrade``, which applies
+only the main line of a history with two phases, or ``upgrade heads``), they get exactly
+that schema. Only the copies in REF's scratch tree are touched: a few lines appended to
+their files set ``down_revision`` and ``branch_labels`` anew.
+
 A verdict is only given when tests ran. When REF's tests do not collect or import, none are
 found, all are skipped, or REF is unknown, the answer is "could not check" (exit 2), never
 "breaks on the schema": a false verdict sends a team to rewrite a revision that is fine.
@@ -34,6 +46,7 @@ from pathlib import Path, PurePosixPath
 
 from alembic.script import ScriptDirectory
 
+from backend.migrate.phases import Phases, read_phases
 from migration_tools import compat_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,13 +75,37 @@ class Run:
 
 @dataclass(frozen=True)
 class Verdict:
-    """REF's tests ran on the new schema: those that failed, and the revisions REF lacks."""
+    """REF's tests ran on the new schema: those that failed, the revisions REF lacks that
+    the schema holds (pre-deploy), and those left out (post-deploy)."""
 
     ref: str
     tests: tuple[str, ...]
     failures: tuple[dict, ...]
     new_revisions: tuple[str, ...]
     ran: int
+    left_out: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class History:
+    """A versions folder, read: its scripts and its phases."""
+
+    scripts: ScriptDirectory
+    phases: Phases
+
+    @property
+    def revisions(self) -> set[str]:
+        return {rev.revision for rev in self.scripts.walk_revisions()}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What goes into REF's tree: which of this checkout's revision files, and which of them
+    get a new ``down_revision`` (and no branch label) to lie on one line."""
+
+    new: tuple[str, ...]          # this checkout's new pre-deploy revisions, applied
+    left_out: tuple[str, ...]     # this checkout's new post-deploy revisions, not applied
+    relink: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _git(*args: str, cwd: Path = ROOT) -> str:
@@ -107,16 +144,95 @@ def tests_to_run(flags: list[str] | None, environ: Mapping[str, str]) -> tuple[s
     return tuple(paths)
 
 
-def revisions_in(versions: Path, where: str) -> set[str]:
-    """The revision ids of a versions folder; an unreadable history cannot be checked."""
+def read_history(versions: Path, where: str) -> History:
+    """A versions folder's revisions and phases; an unreadable history cannot be checked."""
     if not versions.is_dir():
         raise CompatError(f"{where} has no {VERSIONS}/")
     try:
         scripts = ScriptDirectory(str(versions.parent), version_locations=[str(versions)])
-        return {rev.revision for rev in scripts.walk_revisions()}
+        return History(scripts, read_phases(scripts))
     except Exception as exc:  # any error in a revision file means no history to compare
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CompatError(f"cannot read {where}'s revisions: {first}") from None
+
+
+def plan(ours: History, theirs: History, ref: str) -> Plan:
+    """The revisions REF's tests get, in the order of a rolling deploy: REF's pre-deploy
+    line, REF's own post-deploy revisions after it (they ran while REF served), then this
+    checkout's new pre-deploy revisions; this checkout's new post-deploy revisions are left
+    out (they run once REF is gone).
+
+    On one line, so that REF's way of migrating applies all of it: the root of REF's
+    post-deploy branch goes on REF's pre-deploy head(s), and a new pre-deploy revision
+    that sat on those heads goes on REF's post-deploy head instead.
+    """
+    problem = ours.phases.problem()
+    if problem:
+        raise CompatError(f"this checkout's history: {problem}")
+    known = theirs.revisions
+    walk = [script.revision for script in reversed(list(ours.scripts.walk_revisions()))]
+    left_out = [rev for rev in walk if rev in ours.phases.post and rev not in known]
+    new = [rev for rev in walk if rev not in ours.phases.post and rev not in known]
+    for rev in new:
+        needed = [dep for dep in _parents(ours.scripts, rev, dependencies=True)
+                  if dep in left_out]
+        if needed:
+            raise CompatError(
+                f"pre-deploy revision {rev} needs post-deploy revision(s) "
+                f"{', '.join(needed)}, which {ref} does not have: no start of this release "
+                f"could apply it while {ref} serves (post-deploy revisions run once the "
+                "release is out); make it a post-deploy revision, or ship it a release later")
+    kept_post = [rev for rev in walk if rev in ours.phases.post and rev in known]
+    relink: dict[str, tuple[str, ...]] = {}
+    if kept_post:
+        pre_heads = tuple(head for head in theirs.phases.pre_heads if head in set(walk))
+        post_heads = tuple(head for head in theirs.phases.post_heads if head in kept_post)
+        for rev in kept_post:
+            if not _parents(ours.scripts, rev):
+                relink[rev] = pre_heads
+        for rev in new:
+            parents = _parents(ours.scripts, rev)
+            if any(parent in pre_heads for parent in parents):
+                moved = [post_heads if parent in pre_heads else (parent,) for parent in parents]
+                relink[rev] = tuple(dict.fromkeys(name for group in moved for name in group))
+    return Plan(new=tuple(new), left_out=tuple(left_out), relink=relink)
+
+
+def _parents(scripts: ScriptDirectory, rev: str, dependencies: bool = False) -> list[str]:
+    """A revision's ``down_revision`` entries (and its ``depends_on`` targets), as ids."""
+    script = scripts.get_revision(rev)
+    names = list(_as_tuple(script.down_revision))
+    if dependencies:
+        names += _as_tuple(script.dependencies)
+    return [scripts.get_revision(name).revision for name in names]
+
+
+def _as_tuple(value: str | tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def lay_out(ours: History, steps: Plan, versions: Path) -> None:
+    """This checkout's revision files into REF's tree (``versions``, emptied first): all but
+    the ones left out, the relinked ones with their new links appended (the module's last
+    assignment is the one Alembic reads)."""
+    shutil.rmtree(versions)
+    shutil.copytree(ROOT / VERSIONS, versions, ignore=shutil.ignore_patterns("__pycache__"))
+    for rev in steps.left_out:
+        (versions / _relative(ours, rev)).unlink()
+    for rev, parents in steps.relink.items():
+        path = versions / _relative(ours, rev)
+        down = parents[0] if len(parents) == 1 else (tuple(parents) or None)
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write("\n\n# check_compat: laid on one line, in the order of a rolling deploy "
+                         "(this copy only)\n"
+                         f"down_revision = {down!r}\nbranch_labels = None\n")
+
+
+def _relative(ours: History, rev: str) -> Path:
+    return Path(ours.scripts.get_revision(rev).path).resolve().relative_to(
+        (ROOT / VERSIONS).resolve())
 
 
 def checkout(ref: str, dest: Path) -> None:
@@ -191,13 +307,14 @@ def check(ref: str, tests: tuple[str, ...], verbose: bool = False) -> Verdict:
         missing = [t for t in tests if not (release / t.partition("::")[0]).exists()]
         if missing:
             raise CompatError(f"{ref} has no {', '.join(missing)} to run")
-        new_revisions = sorted(revisions_in(ROOT / VERSIONS, "this checkout")
-                               - revisions_in(release / VERSIONS, ref))
-        shutil.rmtree(release / VERSIONS)
-        shutil.copytree(ROOT / VERSIONS, release / VERSIONS,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        ours = read_history(ROOT / VERSIONS, "this checkout")
+        steps = plan(ours, read_history(release / VERSIONS, ref), ref)
+        lay_out(ours, steps, release / VERSIONS)
+        new_revisions = sorted(steps.new)
+        left_out = (f"; {len(steps.left_out)} new post-deploy left out, they run once {ref} "
+                    f"is gone: {', '.join(sorted(steps.left_out))}" if steps.left_out else "")
         print(f"check_compat: running {ref}'s {' '.join(tests)} on this checkout's revisions "
-              f"({len(new_revisions)} new: {', '.join(new_revisions) or 'none'})",
+              f"({len(new_revisions)} new: {', '.join(new_revisions) or 'none'}{left_out})",
               file=sys.stderr)
         run = run_tests(release, tests, work, verbose)
         reason = could_not_run(ref, tests, run)
@@ -205,7 +322,8 @@ def check(ref: str, tests: tuple[str, ...], verbose: bool = False) -> Verdict:
             raise CompatError(reason)
         if run.failures:
             confirm_on_own_schema(ref, run.failures, work, verbose)
-        return Verdict(ref, tests, tuple(run.failures), tuple(new_revisions), run.ran)
+        return Verdict(ref, tests, tuple(run.failures), tuple(new_revisions), run.ran,
+                       tuple(sorted(steps.left_out)))
 
 
 def confirm_on_own_schema(ref: str, failures: list[dict], work: Path, verbose: bool) -> None:
@@ -231,7 +349,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/check_compat.sh",
         description="Run the previous release's tests on a database migrated with this "
-                    "checkout's revisions.",
+                    "checkout's revisions, as a rolling deploy leaves it while that release "
+                    "serves: the pre-deploy revisions and the release's own post-deploy "
+                    "ones; this checkout's new post-deploy revisions are left out (they run "
+                    "once the previous release is gone).",
         epilog="exit status: 0 compatible; 1 the previous release's tests fail on this "
                "schema (named, with the new revisions); 2 could not check (REF unknown, its "
                "tests do not collect or import, none found or all skipped)")

@@ -4,7 +4,10 @@
 #   scripts/migration_graph.sh                  # to stdout
 #   scripts/migration_graph.sh --output FILE    # to FILE (.md gets a ```mermaid fence)
 # Every revision is a node (id and message), every parent an edge into its child, so a
-# fork and a merge show as such; heads are marked "(head)". When DATABASE_URL reaches a
+# fork and a merge show as such; heads are marked "(head)". Post-deploy revisions are
+# marked "[post-deploy]", their depends_on edges dotted; one head per phase is the normal
+# shape, several heads within a phase are marked "(to merge)" and named on stderr with the
+# refusal every deploy command gives. When DATABASE_URL reaches a
 # database, its revision is marked "(current)"; otherwise the graph comes without it and
 # stderr says why. A database revision these files lack (another branch's, after a git
 # switch) is named on stderr with the branch that has its file.

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Validate the Kubernetes manifests under deploy/kubernetes/ without a cluster:
 #   scripts/validate_manifests.sh
-# For each folder with a kustomization.yaml (the base, and migrate/ for the Job): every YAML
-# file of the folder must be listed under `resources:`, every listed file must exist, and
-# each resource must pass `kubernetes-validate --strict` against the schema of
-# KUBERNETES_VERSION (unknown or misspelt fields, wrong types, a kind the schema does not
-# know). With `kustomize` or `kubectl` on PATH, each built kustomization is validated too.
-# The schemas ship inside the kubernetes-validate package: nothing is downloaded.
-# Exit 1 on a finding, 2 when the check cannot run.
+# For each folder with a kustomization.yaml (the base; migrate/, backfill/ and post-deploy/,
+# one Job each): every YAML file of the folder must be listed under `resources:`, every
+# listed file must exist, and each resource must pass `kubernetes-validate --strict` against
+# the schema of KUBERNETES_VERSION (unknown or misspelt fields, wrong types, a kind the
+# schema does not know). With `kustomize` or `kubectl` on PATH, each built kustomization is
+# validated too. The schemas ship inside the kubernetes-validate package: nothing is
+# downloaded. Exit 1 on a finding, 2 when the check cannot run.
 # MANIFEST_TOOLS names the venv of requirements-manifests.lock (`make lint` makes it).
 set -euo pipefail
 # shellcheck source=scripts/_common.sh

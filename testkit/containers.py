@@ -18,7 +18,7 @@ import time
 import uuid
 from pathlib import Path
 
-from testkit.support import ROOT, fixture_project, free_port, http_get
+from testkit.support import ROOT, fixture_project, free_port, http_get, write_revision
 
 # The database password every test uses: the suite checks it never shows in any log.
 PASSWORD = "Pg-S3cret-Word"
@@ -59,9 +59,12 @@ class Project:
                     "HOME": str(Path.home()), "BACKEND_PORT": str(self.port),
                     "POSTGRES_PASSWORD": PASSWORD, "COMPOSE_PROJECT_NAME": self.name}
 
-    def __call__(self, *args: str, check: bool = True, timeout: float = 900
-                 ) -> subprocess.CompletedProcess:
-        cmd = [*compose_command(), *self.files, *args]
+    def __call__(self, *args: str, check: bool = True, timeout: float = 900,
+                 as_printed: bool = False) -> subprocess.CompletedProcess:
+        """A compose command on this project. ``as_printed`` leaves out ``-f``, as the docs
+        print the commands that act on a running stack (``docker compose exec backend
+        ...``): compose then reads the override too and finds the containers by project."""
+        cmd = [*compose_command(), *([] if as_printed else self.files), *args]
         proc = subprocess.run(cmd, cwd=self.repo, env=self.env, capture_output=True, text=True,
                               timeout=timeout)
         if check and proc.returncode != 0:
@@ -69,9 +72,9 @@ class Project:
                                  f"{proc.stdout}\n{proc.stderr}")
         return proc
 
-    def exec(self, service: str, *command: str, check: bool = True
+    def exec(self, service: str, *command: str, check: bool = True, as_printed: bool = False
              ) -> subprocess.CompletedProcess:
-        return self("exec", "-T", service, *command, check=check)
+        return self("exec", "-T", service, *command, check=check, as_printed=as_printed)
 
     def sql(self, statement: str) -> str:
         """One statement through psql in the db container; its rows, unaligned."""
@@ -123,6 +126,39 @@ def copy_for_containers(dest: Path) -> Path:
     for name in CONTAINER_FILES:
         shutil.copy2(ROOT / name, repo / name)
     return repo
+
+
+# Expand -> background backfill -> contract on the fixture's widgets, as
+# docs/safe-migrations.md tells it on the example's tasks.updated_at: the expand adds
+# widgets.code (nullable, a default for new rows in its own statement) and registers the
+# backfill of the rows that exist; the post-deploy contract finishes it and sets NOT NULL.
+EXPAND, CONTRACT = "ac0000000001", "ac0000000002"
+BACKFILL = "widgets_code"
+NEW_ROW_CODE = "new"
+_BACKGROUND = ("from backend.migrate.background import finish_backfill, register_backfill, "
+               "unregister_backfill\nfrom backend.migrate.large_tables import set_not_null\n")
+
+
+def write_backfill_release(repo: Path, parent: str, batch_pause: float = 0.0) -> None:
+    """The expand revision on ``parent`` and its post-deploy contract, written into
+    ``repo``'s migrations/versions. ``batch_pause`` (seconds) makes every batch of the
+    backfill last at least that long, so that a test can stop a run half-way."""
+    pause = f" AND (SELECT pg_sleep({batch_pause})) IS NOT NULL" if batch_pause else ""
+    statement = ("UPDATE widgets SET code = 'W-' || id "
+                 f"WHERE id > :start AND id <= :stop AND code IS NULL{pause}")
+    write_revision(
+        repo, EXPAND, parent, "add widget code", stamp="20261201_1000", imports=_BACKGROUND,
+        upgrade='op.add_column("widgets", sa.Column("code", sa.String(40), nullable=True))\n'
+                'op.alter_column("widgets", "code", '
+                f'server_default=sa.text("\'{NEW_ROW_CODE}\'"))\n'
+                f'register_backfill("{BACKFILL}", "widgets", "{statement}")',
+        downgrade=f'unregister_backfill("{BACKFILL}")\nop.drop_column("widgets", "code")')
+    write_revision(
+        repo, CONTRACT, None, "require widget code", stamp="20261201_1001",
+        imports=_BACKGROUND, branch_labels=("post",), depends_on=EXPAND,
+        upgrade=f'finish_backfill("{BACKFILL}")\nset_not_null("widgets", "code")',
+        downgrade='op.alter_column("widgets", "code", existing_type=sa.String(40), '
+                  'nullable=True)')
 
 
 def wait_replica_ready(name: str, timeout: float = 120) -> str:

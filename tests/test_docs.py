@@ -46,6 +46,12 @@ RUN_BY: list[tuple[str, str]] = [
     (r"scripts/resolve_conflict\.sh( merge)?", LOOP),
     (r"scripts/backup\.sh", LOOP),
     (r"scripts/restore\.sh \S+ --yes", LOOP),
+    (r"scripts/lint_migrations\.sh head post@head",
+     "tests/scripts/test_lint_migrations.py::"
+     "test_each_post_deploy_revision_is_rendered_and_linted_from_its_parent"),
+    (r'scripts/create_migration\.sh --post-deploy "[^"]+"',
+     "tests/scripts/test_create_migration.py::"
+     "test_post_deploy_revisions_start_a_branch_of_their_own_then_follow_it"),
     (r'scripts/resolve_conflict\.sh merge -m "[^"]+"',
      "tests/scripts/test_resolve_conflict.py::test_merge_writes_a_merge_revision_and_upgrades"),
     (r"scripts/resolve_conflict\.sh rebase",
@@ -68,6 +74,12 @@ RUN_BY: list[tuple[str, str]] = [
      "tests/migrate/test_background.py::test_run_changes_every_row_once_and_status_reports_done"),
     (r"flask migrations backfill status( --json)?",
      "tests/migrate/test_background.py::test_status_before_a_run_lists_pending_migrations"),
+    (r"flask migrations backfill run --log-every \d+",
+     "tests/migrate/test_backfill_runner.py::"
+     "test_run_without_a_terminal_writes_the_log_lines_alone"),
+    (r"flask migrations post-deploy",
+     "tests/migrate/test_post_deploy.py::"
+     "test_post_deploy_applies_the_contract_once_the_backfill_is_done"),
     # The port, run by CI's swap step (a script, not a test: it runs the suite itself).
     (r"scripts/remove_example\.sh", SWAP),
     (r"cp -R tests/apps/blog/\. \.", SWAP),

@@ -46,7 +46,7 @@ CREATE_TABLE = f"""
         table_name varchar(200) NOT NULL,
         key_column varchar(200) NOT NULL,
         statement text NOT NULL,
-        batch_size integer NOT NULL CHECK (batch_size > 0),
+        batch_size bigint NOT NULL CHECK (batch_size > 0),
         state varchar(16) NOT NULL DEFAULT 'pending'
             CHECK (state IN ('pending', 'running', 'paused', 'done', 'failed')),
         last_key bigint,

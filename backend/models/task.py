@@ -28,6 +28,11 @@ class Task(db.Model):
     created_at: Mapped[datetime] = mapped_column(
         sa.DateTime(timezone=True), server_default=sa.func.now()
     )
+    # NOT NULL once the post-deploy revision has run; the database's default fills it for
+    # rows this code inserts, and for those the previous release inserts during a deploy.
+    updated_at: Mapped[datetime] = mapped_column(
+        sa.DateTime(timezone=True), server_default=sa.func.now(), onupdate=sa.func.now()
+    )
 
     project = relationship("Project", back_populates="tasks")
 
@@ -35,4 +40,5 @@ class Task(db.Model):
         return {"id": self.id, "project_id": self.project_id, "title": self.title,
                 "status": self.status,
                 "due_date": self.due_date.isoformat() if self.due_date else None,
-                "created_at": self.created_at.isoformat()}
+                "created_at": self.created_at.isoformat(),
+                "updated_at": self.updated_at.isoformat() if self.updated_at else None}

@@ -8,9 +8,13 @@ or a dump made by :mod:`backend.migrate.backup`) into a scratch database, applie
 pending revision one at a time through the same ``env.py`` as a real upgrade, rolls them
 all back one at a time, applies them again, and reports for each revision how long it
 took, which tables it rewrote, the strongest lock it held on each table and how row
-counts changed. It fails (exit 1) when a step fails, a table loses rows the revision did
-not declare, the downgrades do not restore the schema, or the schema at head does not
-match the models.
+counts changed. It follows the deploy's order when the history has two phases
+(backend/migrate/phases.py): the pending pre-deploy revisions, then the background
+migrations they registered, run to their end on the copy with the real runner (how long the
+backfill takes on real data, and what it changes), then the pending post-deploy revisions;
+the rollback goes back the same way. It fails (exit 1) when a step fails, a background
+migration fails, a table loses rows the revision did not declare, the downgrades do not
+restore the schema, or the schema at the heads does not match the models.
 
 The source is only read. The scratch database has a unique name, is dropped at the end,
 also after a failure, Ctrl-C or SIGTERM, and passwords reach the client tools through the

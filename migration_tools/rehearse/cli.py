@@ -36,9 +36,12 @@ PREFIX = re.compile(r"^[a-z_][a-z0-9_]{0,30}$")
 def parse_args(argv: Sequence[str] | None) -> tuple[Options, argparse.Namespace]:
     parser = argparse.ArgumentParser(
         prog="scripts/rehearse.sh",
-        description="Rehearse the pending migrations on a scratch copy of a database: apply "
-                    "each, roll each back, apply again; report times, table rewrites, "
-                    "locks and row counts. Exit 0 when all is well, 1 when the rehearsal "
+        description="Rehearse the pending migrations on a scratch copy of a database, in "
+                    "the deploy's order: the pre-deploy revisions, the background migrations "
+                    "run to their end, the post-deploy revisions; apply each, roll each back, "
+                    "apply again; report times, table rewrites, locks, row counts and each "
+                    "background migration's rows. Exit 0 when all is well, 1 when the "
+                    "rehearsal "
                     "found a problem, 2 when it could not run, 130/143 when stopped by "
                     "SIGINT/SIGTERM (the scratch database is dropped in every case).",
         epilog="A password in a URL is visible to other users in `ps`: leave it out and "

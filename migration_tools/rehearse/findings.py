@@ -104,6 +104,26 @@ def lost_rows(before: Snapshot, after: Snapshot, expected: dict[str, str],
             for name, (was, left) in sorted(lost.items())}
 
 
+@dataclass
+class Backfill:
+    """One background migration run to its end between the two phases, and what it did."""
+
+    phase: str            # "upgrade" or "re-upgrade": the pass it ran in
+    name: str
+    revision: str         # the revision that registered it
+    table: str
+    rows: int = 0         # rows its batches changed in this pass
+    batches: int = 0
+    state: str = ""       # as the runner left it: done, or failed
+    error: str | None = None
+    bytes_before: int | None = None
+    bytes_after: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "done" and self.error is None
+
+
 # --- the rehearsal ------------------------------------------------------------------------
 
 
@@ -118,8 +138,10 @@ class Rehearsal:
     copy_seconds: float | None = None
     start: list[str] = field(default_factory=list)
     head: list[str] = field(default_factory=list)
-    pending: list[dict[str, str]] = field(default_factory=list)
+    pending: list[dict[str, str]] = field(default_factory=list)  # with "phase"
     steps: list[Step] = field(default_factory=list)
+    backfills: list[Backfill] = field(default_factory=list)
+    backfill_seconds: dict[str, float] = field(default_factory=dict)  # per pass
     tables_start: Snapshot = field(default_factory=dict)
     tables_head: Snapshot = field(default_factory=dict)
     checks: dict[str, dict[str, Any]] = field(default_factory=dict)

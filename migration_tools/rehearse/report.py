@@ -7,7 +7,7 @@ from typing import Any
 
 from backend.migrate.revisions import label
 from migration_tools.rehearse import size_text
-from migration_tools.rehearse.findings import CHECKS, Rehearsal, Step, tables_json
+from migration_tools.rehearse.findings import CHECKS, Backfill, Rehearsal, Step, tables_json
 from migration_tools.rehearse.observer import LOCK_BLOCKS, LOCK_MODES
 
 # --- the report ---------------------------------------------------------------------------
@@ -79,7 +79,8 @@ def _rows_cell(step: Step | None) -> str:
 def _revision_row(result: Rehearsal, pending: dict[str, str], phase: str) -> str:
     rev = pending["revision"]
     step = _find(result, phase, rev)
-    cells = [f"`{rev}`", pending["message"]]
+    post = phase == "downgrade" and pending.get("phase") == "post-deploy"
+    cells = [f"`{rev}`", pending["message"] + (" (post-deploy)" if post else "")]
     if phase == "upgrade":
         cells += [_time_cell(step), _time_cell(_find(result, "downgrade", rev)),
                   _time_cell(_find(result, "re-upgrade", rev))]
@@ -87,6 +88,53 @@ def _revision_row(result: Rehearsal, pending: dict[str, str], phase: str) -> str
         cells.append(_time_cell(step))
     cells += [_rewrote_cell(step), _size_cell(step), _locks_cell(step), _rows_cell(step)]
     return "| " + " | ".join(_cell(c) for c in cells) + " |"
+
+
+UPGRADE_HEADER = ["| revision | message | upgrade | downgrade | re-upgrade | rewrote | size "
+                  "| strongest lock per table (held) | rows |",
+                  "| --- | --- | ---: | ---: | ---: | --- | --- | --- | --- |"]
+
+
+def _phased(result: Rehearsal) -> bool:
+    """Whether the deploy has more than its pre-deploy revisions: post-deploy revisions
+    pending, or background migrations that ran between the phases."""
+    return bool(result.backfills) or any(p.get("phase") == "post-deploy" for p in result.pending)
+
+
+def _pending_line(result: Rehearsal) -> str:
+    if not result.pending:
+        return f"- nothing pending: head is {label(result.head)}"
+    post = sum(1 for p in result.pending if p.get("phase") == "post-deploy")
+    order = ""
+    if _phased(result):
+        order = (f" ({len(result.pending) - post} pre-deploy, {post} post-deploy); in the "
+                 "deploy's order: the pre-deploy revisions, the background migrations to "
+                 "their end, the post-deploy revisions")
+    return (f"- {len(result.pending)} pending revision(s), to {label(result.head)}{order}; "
+            "each revision applied, rolled back, then applied again, one at a time through "
+            "`env.py`")
+
+
+def _backfill_rows(result: Rehearsal) -> list[str]:
+    if not result.backfills:
+        return ["No background migration was registered or left unfinished."]
+    lines = ["| background migration | registered by | table | pass | rows | batches | size "
+             "| state |", "| --- | --- | --- | --- | ---: | ---: | --- | --- |"]
+    for entry in result.backfills:
+        lines.append("| " + " | ".join(_cell(cell) for cell in (
+            f"`{entry.name}`", f"`{entry.revision}`", entry.table, entry.phase,
+            str(entry.rows), str(entry.batches), _backfill_size(entry),
+            entry.state if entry.ok else f"**{entry.state}**: {entry.error or ''}")) + " |")
+    times = ", ".join(f"{phase} {_seconds(seconds)}"
+                      for phase, seconds in result.backfill_seconds.items())
+    return [*lines, "", "Run to their end with the runner of `flask migrations backfill run` "
+                        f"(batches of row locks only): {times}."]
+
+
+def _backfill_size(entry: Backfill) -> str:
+    if entry.bytes_before is None or entry.bytes_after is None:
+        return "-"
+    return f"{size_text(entry.bytes_before)} -> {size_text(entry.bytes_after)}"
 
 
 def render_markdown(result: Rehearsal) -> str:
@@ -99,17 +147,25 @@ def render_markdown(result: Rehearsal) -> str:
         f"- copied into scratch database `{result.scratch}` on {result.server} "
         f"(PostgreSQL {result.server_version or '?'}) in {_seconds(result.copy_seconds)}; "
         "dropped afterwards",
-        (f"- {len(result.pending)} pending revision(s), to {label(result.head)}; each "
-         "applied, rolled back, then applied again, one at a time through `env.py`")
-        if result.pending else f"- nothing pending: head is {label(result.head)}",
+        _pending_line(result),
         f"- total {_seconds(result.seconds)}",
     ]
-    if result.pending:
-        lines += ["", "## Upgrade", "",
-                  "| revision | message | upgrade | downgrade | re-upgrade | rewrote | size "
-                  "| strongest lock per table (held) | rows |",
-                  "| --- | --- | ---: | ---: | ---: | --- | --- | --- | --- |"]
+    if _phased(result):
+        pre = [p for p in result.pending if p.get("phase") != "post-deploy"]
+        post = [p for p in result.pending if p.get("phase") == "post-deploy"]
+        lines += ["", "## Upgrade", "", "### 1. Pre-deploy revisions (each replica's start)",
+                  ""]
+        lines += [*UPGRADE_HEADER, *(_revision_row(result, p, "upgrade") for p in pre)] \
+            if pre else ["None pending."]
+        lines += ["", "### 2. Background migrations (`flask migrations backfill run`)", ""]
+        lines += _backfill_rows(result)
+        lines += ["", "### 3. Post-deploy revisions (`flask migrations post-deploy`)", ""]
+        lines += [*UPGRADE_HEADER, *(_revision_row(result, p, "upgrade") for p in post)] \
+            if post else ["None pending."]
+    elif result.pending:
+        lines += ["", "## Upgrade", "", *UPGRADE_HEADER]
         lines += [_revision_row(result, p, "upgrade") for p in result.pending]
+    if result.pending:
         lines += ["", "## Downgrade", "",
                   "| revision | message | downgrade | rewrote | size "
                   "| strongest lock per table (held) | rows |",
@@ -171,6 +227,9 @@ def as_json(result: Rehearsal) -> dict[str, Any]:
         "head": result.head,
         "pending": result.pending,
         "steps": [dataclasses.asdict(step) | {"ok": step.ok} for step in result.steps],
+        "backfills": [dataclasses.asdict(entry) | {"ok": entry.ok}
+                      for entry in result.backfills],
+        "backfill_seconds": result.backfill_seconds,
         "tables_start": tables_json(result.tables_start),
         "tables_head": tables_json(result.tables_head),
         "checks": result.checks,

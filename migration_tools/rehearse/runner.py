@@ -1,4 +1,12 @@
-"""Running the pending revisions on the copy: up, down, up again, each step measured."""
+"""Running the pending revisions on the copy: up, down, up again, each step measured.
+
+In the deploy's order (backend/migrate/phases.py): the pending pre-deploy revisions (what
+each replica's start applies), then the background migrations registered and not finished
+(what ``flask migrations backfill run`` does once the release is out, run here to their end
+with the same runner), then the pending post-deploy revisions (``flask migrations
+post-deploy``, which refuses while a backfill it relies on is unfinished). The rollback
+goes back the same way, newest first: the post-deploy revisions, then the pre-deploy ones.
+"""
 
 from __future__ import annotations
 
@@ -24,8 +32,10 @@ from backend import create_app
 from backend.config import Config, mask_url
 from backend.extensions import db
 from backend.migrate import LifecycleError, checksums
+from backend.migrate.backfill_runner import BackfillInterrupted, run_all
+from backend.migrate.backfill_runner import status as backfill_status
 from backend.migrate.pgtools import find_pg_tool, server_major, server_version_num, show_major
-from backend.migrate.phases import read_phases
+from backend.migrate.phases import ancestors, read_phases
 from backend.migrate.revisions import (
     find_revision,
     label,
@@ -37,6 +47,7 @@ from migration_tools.fingerprint import Schema, restored
 from migration_tools.rehearse import progress
 from migration_tools.rehearse.copying import copy_into, scratch_database
 from migration_tools.rehearse.findings import (
+    Backfill,
     Options,
     Rehearsal,
     Step,
@@ -46,7 +57,7 @@ from migration_tools.rehearse.findings import (
     strongest_locks,
     tables_json,
 )
-from migration_tools.rehearse.guard import SignalGuard
+from migration_tools.rehearse.guard import Interrupted, SignalGuard
 from migration_tools.rehearse.observer import Observer, Snapshot
 from migration_tools.row_loss import expected_row_loss
 from migration_tools.scratch import leftovers
@@ -71,6 +82,7 @@ class Migrator:
             # A dump of the scratch database before each step would be pointless, and would
             # push real dumps out of BACKUP_DIR (only the newest BACKUP_KEEP are kept).
             backup_before_migrate=False)
+        self.settings = settings
         self.app = create_app(settings)
         quiet(options.verbose)
         self._context = self.app.app_context()
@@ -138,13 +150,16 @@ class Runner:
         self.migrator, self.observer, self.result, self.guard = \
             migrator, observer, result, guard
         self.scripts = migrator.scripts()
+        self.post = read_phases(self.scripts).post
         self.expected: dict[str, dict[str, str]] = {}
         self.applied_at_start: set[str] = set()
         self.current: Snapshot = {}  # the tables now: each step's "after" is the next "before"
 
     def plan(self) -> list[Any] | None:
-        """The pending revisions in the order a deploy applies them; None if it would
-        refuse (several heads, a database revision this code does not know)."""
+        """The pending revisions in the order a deploy applies them, the pre-deploy ones
+        first, then the post-deploy ones; None if it would refuse (several heads in a phase,
+        a database revision this code does not know, a pending pre-deploy revision that
+        needs a pending post-deploy one)."""
 
         result = self.result
         result.start = self.observer.revision()
@@ -158,10 +173,21 @@ class Runner:
             result.fail(problem)
             return None
         self.applied_at_start = set(checksums.applied_chain(self.scripts, result.start))
-        plan = [self.scripts.get_revision(rev)
-                for rev in pending_revisions(self.scripts, result.start)]
+        pending = pending_revisions(self.scripts, result.start)
+        pre = [rev for rev in pending if rev not in self.post]
+        post = [rev for rev in pending if rev in self.post]
+        needed = sorted(ancestors(self.scripts, pre) & set(post)) if pre else []
+        if needed:
+            result.fail(f"the pre-deploy revisions need post-deploy revision(s) "
+                        f"{', '.join(needed)} first, and a start never applies those: run "
+                        "`flask migrations post-deploy` with the release that brought them, "
+                        "then rehearse this one")
+            return None
+        plan = [self.scripts.get_revision(rev) for rev in pre + post]
         for script in plan:
-            result.pending.append({"revision": script.revision, "message": script.doc or ""})
+            result.pending.append({
+                "revision": script.revision, "message": script.doc or "",
+                "phase": "post-deploy" if script.revision in self.post else "pre-deploy"})
             declared, invalid = expected_row_loss(script.path)
             self.expected[script.revision] = declared
             for table in invalid:
@@ -176,7 +202,9 @@ class Runner:
         observer, result = self.observer, self.result
         result.tables_start = start = self.current = observer.snapshot()
         schema_start = observer.schema()
-        progress(f"at {label(result.start)}: {len(plan)} revision(s) pending, "
+        post = sum(1 for script in plan if script.revision in self.post)
+        phases = f" ({len(plan) - post} pre-deploy, {post} post-deploy)" if post else ""
+        progress(f"at {label(result.start)}: {len(plan)} revision(s) pending{phases}, "
                  f"{len(start)} table(s), {sum(t.rows for t in start.values())} row(s)")
         before_upgrade = self.apply(plan, "upgrade")
         if before_upgrade is None:
@@ -196,15 +224,76 @@ class Runner:
         self.check_models()
 
     def apply(self, plan: list[Any], phase: str) -> dict[str, Snapshot] | None:
-        """Upgrade one revision at a time; the snapshot before each, or None on failure."""
+        """Upgrade one revision at a time, the background migrations run to their end
+        between the pre-deploy and the post-deploy revisions; the snapshot before each
+        revision, or None on failure."""
         before_each = {}
+        backfilled = False
         for number, script in enumerate(plan, 1):
+            if script.revision in self.post and not backfilled:
+                backfilled = True
+                if not self.backfill(phase):
+                    return None
             before_each[script.revision] = self.current
             step = self.step(phase, script, number, len(plan), script.revision,
                              self.migrator.upgrade, self.applied_with(plan[:number]))
             if step.error is not None:
                 return None
+        if not backfilled and not self.backfill(phase):
+            return None
         return before_each
+
+    def backfill(self, phase: str) -> bool:
+        """Run every background migration not finished yet to its end, with the runner
+        ``flask migrations backfill run`` uses (its batches, its pauses, its lock timeout),
+        and record what each did; False when one failed (a deploy would stop here too:
+        ``flask migrations post-deploy`` refuses)."""
+        url = self.migrator.settings.database_url
+        waiting = [row for row in backfill_status(url) if row["state"] != "done"]
+        if not waiting:
+            return True
+        before, started = self.current, time.perf_counter()
+        names = ", ".join(row["name"] for row in waiting)
+        progress(f"{phase}: {len(waiting)} background migration(s) to the end: {names} ...")
+        try:
+            failures = run_all(url, self.migrator.settings)
+        except BackfillInterrupted as exc:
+            raise Interrupted(exc.signum) from None
+        except LifecycleError as exc:
+            failures = [str(exc)]
+        seconds = round(time.perf_counter() - started, 3)
+        self.guard.raise_if_received()
+        self.result.backfill_seconds[phase] = seconds
+        after = self.current = self.observer.snapshot()
+        now = {row["name"]: row for row in backfill_status(url)}
+        entries = []
+        for row in waiting:
+            done = now.get(row["name"], {})
+            table = row["table"].removeprefix("public.")
+            entry = Backfill(
+                phase, row["name"], row["revision"], row["table"],
+                rows=done.get("rows_done", 0) - row["rows_done"],
+                batches=done.get("batches_done", 0) - row["batches_done"],
+                state=done.get("state", "gone"), error=done.get("error"),
+                bytes_before=before[table].bytes if table in before else None,
+                bytes_after=after[table].bytes if table in after else None)
+            entries.append(entry)
+            if not entry.ok:
+                self.result.fail(f"{phase}: background migration {entry.name} (registered by "
+                                 f"{entry.revision}) ended {entry.state}: "
+                                 f"{entry.error or 'see the runner log'}")
+        self.result.backfills += entries
+        for problem in failures:  # the runner's own one-liners, when no migration names it
+            if not any(entry.name in problem for entry in entries):
+                self.result.fail(f"{phase}: background migrations: {problem}")
+        lost = lost_rows(before, after, {})
+        for table, loss in lost.items():
+            self.result.fail(f"{phase}: the background migrations lost rows in {table}: "
+                             f"{loss['before']} -> {loss['after']}")
+        ok = not failures and not lost and all(entry.ok for entry in entries)
+        progress(f"  {'done' if ok else 'FAILED'} in {seconds:.3f} s: "
+                 + ", ".join(f"{entry.name} {entry.rows} row(s)" for entry in entries))
+        return ok
 
     def roll_back(self, plan: list[Any], before_upgrade: dict[str, Snapshot]) -> bool:
         """Downgrade one revision at a time, newest first, back to where the copy was."""

@@ -48,11 +48,13 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="scripts/verify_migrations.sh",
-        description="Upgrade, downgrade and upgrade again every revision, base to head, on "
-                    "an empty scratch database; check that each downgrade restores the schema "
-                    "exactly, that the second upgrade gives the same schema, and that the "
-                    "schema at head matches the models. Exit 0: all good; 1: problems found "
-                    "(each names its revision); 2: could not verify.")
+        description="Upgrade, downgrade and upgrade again every revision of both phases "
+                    "(the main line, then each post-deploy revision after the revisions it "
+                    "needs), base to the heads, on an empty scratch database, with the data "
+                    "files' rows; check that each downgrade restores the schema exactly, that "
+                    "the second upgrade gives the same schema, that each phase has one head, "
+                    "and that the schema at the heads matches the models. Exit 0: all good; "
+                    "1: problems found (each names its revision); 2: could not verify.")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--url", help="an EMPTY database to verify on (refused if it has "
                        "tables); it is left at head. Default: DATABASE_URL")
@@ -65,6 +67,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-models", action="store_true",
                         help="skip the comparison with the models at head (for a history "
                              "that is not this app's)")
+    parser.add_argument("--no-data", action="store_true",
+                        help="walk without the rows of the data files (tests/migrations/data/"
+                             "<revision>.py beside the migrations folder)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="one line per revision, with the time of each step")
     return parser.parse_args(argv)
@@ -105,7 +110,8 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
 
     def verify_on(url: URL) -> Report:
         progress(f"verifying {directory} on {mask_url(url)}")
-        return verify(url, directory, models=not args.no_models, on_revision=on_revision)
+        return verify(url, directory, models=not args.no_models, data=not args.no_data,
+                      on_revision=on_revision)
 
     kind, raw = _target(args)
     try:
@@ -127,6 +133,8 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
         return 2
     for problem in report.all_problems():
         print(problem, file=out)
+    if report.phases_line():
+        print(report.phases_line(), file=out)
     if args.verbose:
         models = ("not compared with the models" if report.models_seconds is None
                   else f"models compared in {report.models_seconds:.2f} s")

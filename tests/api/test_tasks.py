@@ -95,7 +95,8 @@ def test_patch_task_changes_only_the_given_fields(client):
 
     body = response.get_json()
     assert response.status_code == 200
-    assert body == {**task, "status": "done", "title": "New"}
+    assert body == {**task, "status": "done", "title": "New", "updated_at": body["updated_at"]}
+    assert body["updated_at"] >= task["updated_at"]
     assert client.get(f"/api/tasks/{task['id']}").get_json() == body
 
 

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import time
 
-from testkit.containers import PASSWORD, docker, wait_replica_ready
+from testkit.containers import (
+    BACKFILL,
+    CONTRACT,
+    EXPAND,
+    NEW_ROW_CODE,
+    PASSWORD,
+    docker,
+    wait_replica_ready,
+    write_backfill_release,
+)
 from testkit.support import FIXTURE_REVISIONS, child_env, head_revision, request, write_revision
 
 
@@ -163,6 +173,67 @@ def _built_image(project) -> str:
     """The backend image compose built for this project (its name differs between tools)."""
     images = docker("images", "--format", "{{.Repository}}").stdout.split()
     return next(name for name in images if name.startswith(project.name) and "backend" in name)
+
+
+def test_expand_background_backfill_then_post_deploy_through_compose(project):
+    """docs/safe-migrations.md's recipe in production's compose: the start applies the
+    expand only and serves; `flask migrations post-deploy` refuses, naming the backfill,
+    until `flask migrations backfill run` in the serving container has finished it."""
+    # Arrange: the release before, serving rows the backfill will have to fill.
+    project("up", "-d", "--build")
+    project.wait_ready()
+    project.sql("INSERT INTO widgets (name, size) SELECT 'w' || g, g "
+                "FROM generate_series(1, 3000) AS g")
+    write_backfill_release(project.repo, head_revision(project.repo))
+
+    # Act 1: the new release, built and started as the operations page says.
+    project("up", "-d", "--build")
+    ready = project.wait_ready()
+    status, fresh = request(project.port, "POST", "/api/widgets", {"name": "after the expand"})
+    refused = project.exec("backend", "flask", "migrations", "post-deploy", check=False,
+                           as_printed=True)
+
+    # Assert 1: serving at the expand with the contract pending; new rows get their value
+    # from the default; the contract refused by name, nothing changed.
+    assert ready["current"] == [EXPAND] and ready["pending"] == []
+    assert ready["post_deploy_pending"] == [CONTRACT]
+    assert f"1 post-deploy revision(s) wait: {CONTRACT}" in project.logs()
+    assert status == 201
+    assert project.sql(f"SELECT code FROM widgets WHERE id = {fresh['id']}") == NEW_ROW_CODE
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    lines = [line for line in refused.stderr.splitlines() if "post-deploy refused" in line]
+    assert len(lines) == 1 and BACKFILL in lines[0], refused.stderr
+    assert project.sql("SELECT version_num FROM alembic_version") == EXPAND
+    assert project.sql("SELECT count(*) FROM widgets WHERE code IS NULL") == "3000"
+
+    # Act 2: the backfill in the serving container, then the contract.
+    dumps_before = project.exec("backend", "ls", "/backups").stdout.split()
+    run = project.exec("backend", "flask", "migrations", "backfill", "run", as_printed=True)
+    status_table = project.exec("backend", "flask", "migrations", "backfill", "status",
+                                as_printed=True).stdout
+    done = json.loads(project.exec("backend", "flask", "migrations", "backfill", "status",
+                                   "--json").stdout)
+    again = project.exec("backend", "flask", "migrations", "backfill", "run")
+    applied = project.exec("backend", "flask", "migrations", "post-deploy", as_printed=True)
+
+    # Assert 2: every old row filled once, the column NOT NULL, a dump taken first, and
+    # the service ready with nothing waiting.
+    assert f"background migration {BACKFILL} done: 3000 row(s) changed" in run.stderr
+    assert re.search(rf"^{BACKFILL}\s+{EXPAND}\s+widgets\s+done\s+3000/3000", status_table,
+                     re.M), status_table
+    assert [(m["name"], m["state"], m["rows_done"]) for m in done] == [(BACKFILL, "done", 3000)]
+    assert "done:" not in again.stderr  # a second run finds nothing to do
+    assert f"applied 1 post-deploy revision(s): {CONTRACT}" in applied.stdout
+    assert project.sql("SELECT version_num FROM alembic_version") == CONTRACT
+    assert project.sql("SELECT is_nullable FROM information_schema.columns "
+                       "WHERE table_name = 'widgets' AND column_name = 'code'") == "NO"
+    assert project.sql("SELECT count(*) FILTER (WHERE code = 'W-' || id), "
+                       f"count(*) FILTER (WHERE code = '{NEW_ROW_CODE}') FROM widgets"
+                       ) == "3000|1"
+    assert len(project.exec("backend", "ls", "/backups").stdout.split()) == \
+        len(dumps_before) + 1
+    ready = project.wait_ready()
+    assert ready["current"] == [CONTRACT] and ready["post_deploy_pending"] == []
 
 
 def test_the_guides_loop_with_the_source_mounted(dev_project, tmp_path):

@@ -3,11 +3,13 @@
 ``deploy/kubernetes/`` promises how the pods behave: non-root, a read-only root filesystem,
 no capabilities, writes only to their emptyDir and claim mounts; the Job variant migrates
 first and the replicas then serve without migrating; replicas that migrate on start take
-turns, one of them migrates; a revision that fails leaves the old release serving. No
-cluster is needed to check that: each pod's settings are read from the manifests and turned
-into ``docker run`` flags (``docker_run_args``), so a change to a manifest is rehearsed as
-written, and a setting the translation does not know fails the module instead of being
-left out. The test plays the kubelet's part: it polls ``/readyz`` and reads exit codes.
+turns, one of them migrates; a revision that fails leaves the old release serving; after a
+rollout the backfill Job (resuming after a SIGTERM) and the post-deploy Job finish a
+contract. No cluster is needed to check that: each pod's settings are read from the
+manifests and turned into ``docker run`` flags (``docker_run_args``), so a change to a
+manifest is rehearsed as written, and a setting the translation does not know fails the
+module instead of being left out. The test plays the kubelet's part: it polls ``/readyz``
+and reads exit codes.
 
 All the tests share one network, one PostgreSQL container and the image built once; each
 test has a database, a backups volume (the claim) and containers of its own, removed after
@@ -20,16 +22,26 @@ import contextlib
 import copy
 import itertools
 import json
+import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 from ruamel.yaml import YAML
 
-from testkit.containers import PASSWORD, copy_for_containers, docker, wait_replica_ready
+from testkit.containers import (
+    BACKFILL,
+    CONTRACT,
+    EXPAND,
+    PASSWORD,
+    copy_for_containers,
+    docker,
+    wait_replica_ready,
+    write_backfill_release,
+)
 from testkit.support import FIXTURE_REVISIONS, ROOT, http_get, request, write_revision
 
 MANIFESTS = ROOT / "deploy/kubernetes"
@@ -264,14 +276,20 @@ class Pods:
         return container
 
     def release_with(self, rev: str, message: str, upgrade: str, downgrade: str) -> str:
-        """A new release: the image plus one revision on top of its head, as a CI build
-        would make it (a derived image, the file copied in); its tag."""
-        context = self.workdir / f"release-{rev}"
+        """A new release: the image plus one revision on top of its head; its tag."""
+        return self.release(rev, lambda context: write_revision(
+            context, rev, HEAD, message, upgrade=upgrade, downgrade=downgrade))
+
+    def release(self, name: str, write: Callable[[Path], object]) -> str:
+        """A new release as a CI build would make it: the image plus the revision files
+        ``write`` puts in a context's migrations/versions, copied in (a derived image); its
+        tag."""
+        context = self.workdir / f"release-{name}"
         (context / "migrations/versions").mkdir(parents=True)
-        write_revision(context, rev, HEAD, message, upgrade=upgrade, downgrade=downgrade)
+        write(context)
         (context / "Dockerfile").write_text(
             f"FROM {self.node.image}\nCOPY migrations/versions/ /app/migrations/versions/\n")
-        tag = f"{self.prefix}-{rev}:latest"
+        tag = f"{self.prefix}-{name}:latest"
         self.images.append(tag)
         docker("build", "-q", "-t", tag, str(context))
         return tag
@@ -367,7 +385,8 @@ def pods(node: Node, tmp_path: Path) -> Iterator[Pods]:
     made.remove()
 
 
-@pytest.mark.parametrize("manifest", ["deployment.yaml", "migrate/job.yaml"])
+@pytest.mark.parametrize("manifest", ["deployment.yaml", "migrate/job.yaml",
+                                      "backfill/job.yaml", "post-deploy/job.yaml"])
 def test_the_manifests_pod_settings_become_docker_run_flags(manifest):
     # Arrange
     pod = pod_template(manifest)
@@ -487,6 +506,86 @@ def test_a_release_with_a_failing_revision_leaves_the_old_release_serving(pods):
     assert "ffff00000003 (add a column then fail) failed" in pods.logs(replica)
     failures = [answer for answer in client.answers if answer[2] != 200]
     assert failures == [] and len(client.answers) >= 20, client.answers
+
+
+def test_after_the_rollout_the_backfill_job_then_the_post_deploy_job_finish_the_contract(
+        pods):
+    """docs/kubernetes.md's sequence after a release that registers a background
+    migration: the rollout applies the expand only; the post-deploy Job refuses, naming the
+    backfill; the backfill Job, stopped by SIGTERM half-way (an eviction, the Job's
+    deadline), exits 143 and its next try resumes; then the post-deploy Job applies the
+    contract. Each Job with its manifest's settings, writing nothing outside its mounts."""
+    # Arrange: the old release serving rows; the new release brings the expand, a backfill
+    # whose batches take a moment each, and the contract.
+    old = pods.run("old0", "deployment.yaml")
+    wait_replica_ready(old)
+    pods.sql("INSERT INTO widgets (name, size) SELECT 'w' || g, g "
+             "FROM generate_series(1, 3000) AS g")
+    new_release = pods.release("backfill", lambda context: write_backfill_release(
+        context, HEAD, batch_pause=0.1))
+    grace = pod_template("backfill/job.yaml")["terminationGracePeriodSeconds"]
+
+    # Act 1: the rollout (a new pod migrates on start, the old one goes), then the
+    # post-deploy Job too early.
+    new = pods.run("new0", "deployment.yaml", image=new_release)
+    wait_replica_ready(new)
+    docker("stop", old)
+    status, body = http_get(pods.ports[new], "/readyz")
+    early = pods.run("post-deploy-early", "post-deploy/job.yaml", image=new_release)
+    early_code = pods.wait_exit(early)
+
+    # Assert 1
+    assert status == 200, body
+    assert json.loads(body)["post_deploy_pending"] == [CONTRACT]
+    assert pods.sql("SELECT version_num FROM alembic_version") == EXPAND
+    early_log = pods.logs(early)
+    assert early_code == 1, early_log
+    assert "post-deploy refused" in early_log and BACKFILL in early_log, early_log
+    assert pods.sql("SELECT version_num FROM alembic_version") == EXPAND
+
+    # Act 2: the backfill Job, in small batches (as an overlay may set them), stopped the
+    # way the kubelet stops a pod; then its next try, as the manifest has it.
+    first = pods.run("backfill-0", "backfill/job.yaml", image=new_release,
+                     BACKFILL_MAX_BATCH_SIZE="50")
+    deadline = time.monotonic() + 60
+    while pods.sql(f"SELECT batches_done FROM background_migrations WHERE name = '{BACKFILL}'"
+                   ) in ("", "0") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    docker("stop", "--time", str(grace), first)
+    first_code = pods.wait_exit(first)
+    stopped_at = pods.sql(f"SELECT rows_done FROM background_migrations WHERE name = '{BACKFILL}'")
+    second = pods.run("backfill-1", "backfill/job.yaml", image=new_release)
+    second_code = pods.wait_exit(second, timeout=300)
+    # What `kubectl exec deployment/... -- flask migrations backfill status` shows.
+    status_table = docker("exec", new, "flask", "migrations", "backfill", "status").stdout
+
+    # Assert 2: 128 + SIGTERM with one line; the next try resumed after the last committed
+    # batch and finished; every old row changed once.
+    first_log, second_log = pods.logs(first), pods.logs(second)
+    assert first_code == 143, first_log
+    assert f"interrupted by SIGTERM: background migration {BACKFILL} stopped" in first_log
+    assert 0 < int(stopped_at) < 3000, first_log
+    assert second_code == 0, second_log
+    assert f"{stopped_at} row(s) done" in second_log, second_log
+    assert f"background migration {BACKFILL} done: 3000 row(s) changed" in second_log
+    assert pods.sql("SELECT count(*) FILTER (WHERE code = 'W-' || id), count(*) FROM widgets"
+                    ) == "3000|3000"
+    assert re.search(rf"^{BACKFILL}\s+{EXPAND}\s+widgets\s+done\s+3000/3000", status_table,
+                     re.M), status_table
+
+    # Act 3: the post-deploy Job once more.
+    post = pods.run("post-deploy", "post-deploy/job.yaml", image=new_release)
+    post_code = pods.wait_exit(post)
+
+    # Assert 3
+    assert post_code == 0, pods.logs(post)
+    assert pods.sql("SELECT version_num FROM alembic_version") == CONTRACT
+    assert pods.sql("SELECT is_nullable FROM information_schema.columns "
+                    "WHERE table_name = 'widgets' AND column_name = 'code'") == "NO"
+    assert json.loads(http_get(pods.ports[new], "/readyz")[1])["post_deploy_pending"] == []
+    for container, manifest in [(early, "post-deploy/job.yaml"), (post, "post-deploy/job.yaml"),
+                                (first, "backfill/job.yaml"), (second, "backfill/job.yaml")]:
+        assert pods.written_outside_mounts(container, manifest) == []
 
 
 IMAGE_CHECK = """

@@ -1,7 +1,8 @@
 """The post-deploy phase on a real PostgreSQL: expand, background backfill, contract.
 
-Release N+1 of the fixture application adds ``widgets.code`` (pre-deploy), registers a
-backfill for the rows that exist, and makes the column NOT NULL in a post-deploy revision.
+Release N+1 of the fixture application (testkit.harness.add_post_deploy_branch) adds
+``widgets.code`` (pre-deploy), registers a backfill for the rows that exist, and makes the
+column NOT NULL in a post-deploy revision.
 The start applies the expand only; ``flask migrations post-deploy`` refuses until the
 backfill is done and names it; then it applies the contract. The next release's expand is
 never held back by a contract still waiting.
@@ -12,6 +13,21 @@ from __future__ import annotations
 import psycopg2
 import pytest
 
+from testkit.harness import (
+    NEXT_CONTRACT,
+    NEXT_EXPAND,
+    add_next_release,
+    add_post_deploy_branch,
+)
+from testkit.harness import (
+    POST_BACKFILL as BACKFILL,
+)
+from testkit.harness import (
+    POST_CONTRACT as CONTRACT,
+)
+from testkit.harness import (
+    POST_EXPAND as EXPAND,
+)
 from testkit.support import (
     FIXTURE_REVISIONS,
     app_get,
@@ -22,46 +38,11 @@ from testkit.support import (
 )
 from tests.conftest import connect_kwargs, run_flask
 
-EXPAND, CONTRACT = "ad0000000001", "ad0000000002"
-NEXT_EXPAND, NEXT_CONTRACT = "ad0000000003", "ad0000000004"
-BACKFILL = "widgets_code"
-STATEMENT = ("UPDATE widgets SET code = 'W-' || id WHERE id > :start AND id <= :stop "
-             "AND code IS NULL")
-BACKGROUND = "from backend.migrate.background import finish_backfill, register_backfill, " \
-             "unregister_backfill\n"
-
-
-def release_n_plus_1(repo) -> None:
-    """The expand (a nullable column and its backfill) and its contract (post-deploy)."""
-    write_revision(repo, EXPAND, FIXTURE_REVISIONS[-1], "add widget code",
-                   upgrade="op.add_column('widgets', sa.Column('code', sa.String(40)))\n"
-                           f'register_backfill("{BACKFILL}", "widgets", "{STATEMENT}")',
-                   downgrade=f'unregister_backfill("{BACKFILL}")\n'
-                             "op.drop_column('widgets', 'code')",
-                   imports=BACKGROUND, stamp="20261201_1000")
-    write_revision(repo, CONTRACT, None, "require widget code",
-                   upgrade=f'finish_backfill("{BACKFILL}")\n'
-                           "op.alter_column('widgets', 'code', nullable=False)",
-                   downgrade="op.alter_column('widgets', 'code', nullable=True)",
-                   imports=BACKGROUND, stamp="20261201_1001", branch_labels=("post",),
-                   depends_on=EXPAND)
-
-
-def release_n_plus_2(repo) -> None:
-    """The next release: an expand on the main line, and a contract after the first one."""
-    write_revision(repo, NEXT_EXPAND, EXPAND, "add widget note",
-                   upgrade="op.add_column('widgets', sa.Column('note', sa.Text()))",
-                   downgrade="op.drop_column('widgets', 'note')", stamp="20261202_1000")
-    write_revision(repo, NEXT_CONTRACT, CONTRACT, "index widget code",
-                   upgrade="op.create_index('widgets_code_key', 'widgets', ['code'])",
-                   downgrade="op.drop_index('widgets_code_key', table_name='widgets')",
-                   stamp="20261202_1001", depends_on=NEXT_EXPAND)
-
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     path = fixture_project(tmp_path_factory.mktemp("post-deploy-repo"))
-    release_n_plus_1(path)
+    add_post_deploy_branch(path)
     return path
 
 
@@ -151,10 +132,10 @@ def test_post_deploy_refuses_before_the_release_is_out(repo, fixture_db):
 
 def test_a_waiting_contract_does_not_hold_back_the_next_release(tmp_path, fixture_db):
     repo = fixture_project(tmp_path)
-    release_n_plus_1(repo)
+    add_post_deploy_branch(repo)
     fill(fixture_db, 50)
     run_flask(["db", "upgrade"], fixture_db, cwd=repo)  # N+1 out; its contract waits
-    release_n_plus_2(repo)
+    add_next_release(repo)
 
     run_flask(["db", "upgrade"], fixture_db, cwd=repo)  # N+2's start
 
@@ -168,11 +149,11 @@ def test_a_waiting_contract_does_not_hold_back_the_next_release(tmp_path, fixtur
 
 def test_downgrade_rolls_back_the_revision_applied_last(tmp_path, fixture_db):
     repo = fixture_project(tmp_path)
-    release_n_plus_1(repo)
+    add_post_deploy_branch(repo)
     run_flask(["db", "upgrade"], fixture_db, cwd=repo)
     run_flask(["migrations", "backfill", "run"], fixture_db, cwd=repo)
     run_flask(["migrations", "post-deploy"], fixture_db, cwd=repo)
-    release_n_plus_2(repo)
+    add_next_release(repo)
     run_flask(["db", "upgrade"], fixture_db, cwd=repo)  # the expand, applied after the contract
 
     assert versions(fixture_db) == sorted([CONTRACT, NEXT_EXPAND])
@@ -187,9 +168,9 @@ def test_downgrade_rolls_back_the_revision_applied_last(tmp_path, fixture_db):
 
 def test_an_expand_that_needs_an_unapplied_contract_is_refused_at_start(tmp_path, fixture_db):
     repo = fixture_project(tmp_path)
-    release_n_plus_1(repo)
+    add_post_deploy_branch(repo)
     run_flask(["db", "upgrade"], fixture_db, cwd=repo)
-    write_revision(repo, NEXT_EXPAND, EXPAND, "reuse widget code",
+    write_revision(repo, "ad0000000005", EXPAND, "reuse widget code",
                    upgrade="op.create_index('widgets_code_unique', 'widgets', ['code'])",
                    downgrade="op.drop_index('widgets_code_unique', table_name='widgets')",
                    stamp="20261202_1000", depends_on=CONTRACT)
@@ -204,7 +185,7 @@ def test_an_expand_that_needs_an_unapplied_contract_is_refused_at_start(tmp_path
 
 def test_two_post_deploy_heads_are_refused_naming_them(tmp_path, fixture_db):
     repo = fixture_project(tmp_path)
-    release_n_plus_1(repo)
+    add_post_deploy_branch(repo)
     for rev in ("ae0000000001", "ae0000000002"):
         write_revision(repo, rev, CONTRACT, f"contract {rev}", stamp="20261203_1000")
 

@@ -12,6 +12,12 @@ that app's context pushed for the whole test, because env.py reads ``current_app
 rows of the data files in ``tests/migrations/data/`` go in as ``before_revision_data``.
 ``runner_at_parent`` gives the per-revision data tests a database at a revision's parent,
 cloned from a checkpoint of the history rather than replayed from base.
+
+A history may have two phases, the main line and a post-deploy branch (one head each, see
+backend/migrate/phases.py). Every walk here goes through both, to ``heads``, in the deploy's
+order: pytest-alembic's runner is ``testkit.harness.runner``, whose steps run the registered
+background migrations to their end before a post-deploy revision, as ``flask migrations
+backfill run`` does before ``flask migrations post-deploy``; ``Migrator`` does the same.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from sqlalchemy.engine import URL  # noqa: E402
 
 from backend import MIGRATIONS_DIR, create_app  # noqa: E402
 from backend.config import Config  # noqa: E402
+from backend.migrate.phases import POST, read_phases  # noqa: E402
 from testkit import harness  # noqa: E402
 from tests.migrations import data  # noqa: E402
 
@@ -45,13 +52,20 @@ class Migrator:
     database, for tests that step through the history by hand."""
 
     def __init__(self, url: URL) -> None:
+        self.url = url
         self.app = create_app(Config(database_url=url))
 
     def _run(self, fn, *args) -> None:
         with self.app.app_context():
             fn(self.app.extensions["migrate"].migrate.get_config(), *args)
 
-    def upgrade(self, revision: str = "head") -> None:
+    def upgrade(self, revision: str = "heads") -> None:
+        """Upgrade to ``revision``; ``heads`` (the default) is both phases. Before a
+        post-deploy revision, the background migrations registered so far run to their end,
+        as the deploy runs them before ``flask migrations post-deploy``. (``head`` would be
+        the pre-deploy head only: env.py retargets it, as for ``flask db upgrade``.)"""
+        if revision in read_phases(self.scripts()).post or revision in ("heads", f"{POST}@head"):
+            harness.finish_background_migrations(self.url)
         self._run(command.upgrade, revision)
 
     def downgrade(self, revision: str) -> None:
@@ -64,8 +78,9 @@ class Migrator:
         return ScriptDirectory(self.app.extensions["migrate"].directory)
 
     def revisions(self) -> list[str]:
-        """Every revision, oldest first (parents before children)."""
-        return [rev.revision for rev in reversed(list(self.scripts().walk_revisions()))]
+        """Every revision of both phases, oldest first (parents and ``depends_on`` targets
+        before the revisions that need them)."""
+        return harness.walk_order(self.scripts())
 
     def close(self) -> None:
         from backend.extensions import db
@@ -104,6 +119,15 @@ def migration_session(empty_db) -> Iterator[harness.MigrationSession]:
 def alembic_engine(migration_session: harness.MigrationSession) -> Engine:
     """pytest-alembic's handle on the database; env.py migrates through it too."""
     return migration_session.engine
+
+
+@pytest.fixture
+def alembic_runner(alembic_config: pytest_alembic.config.Config,
+                   alembic_engine: Engine) -> Iterator[MigrationContext]:
+    """pytest-alembic's runner for its built-in tests, with the deploy's order between the
+    phases (``testkit.harness.runner``)."""
+    with harness.runner(alembic_config, alembic_engine) as runner:
+        yield runner
 
 
 @pytest.fixture
@@ -157,9 +181,9 @@ class HistoryTemplates:
     @contextlib.contextmanager
     def runner(self, url: URL) -> Iterator[MigrationContext]:
         """pytest-alembic's runner on ``url``, with the data files' rows."""
-        with harness.migration_session(url) as session, pytest_alembic.runner(
-                config=session.alembic_config(before_revision_data=self.rows),
-                engine=session.engine) as runner:
+        with harness.migration_session(url) as session, harness.runner(
+                session.alembic_config(before_revision_data=self.rows),
+                session.engine) as runner:
             yield runner
 
     def drop(self) -> None:

@@ -6,6 +6,10 @@ application, so this holds whatever application the checkout serves; the child g
 tests of tests/migrations and their fixtures, without the checkout's data files (they belong
 to its history, not the fixture's).
 
+A history with a post-deploy branch (one head on the main line, one on the branch) is the
+other side of the proof: the child runs every migration test on it and must pass, the
+normal two heads included, while a second head within the post-deploy phase fails.
+
 The children start together, when the first of these tests asks for them, so they cost
 about one child's start-up on two cores rather than one each.
 """
@@ -21,6 +25,13 @@ from pathlib import Path
 
 import pytest
 
+from testkit.harness import (
+    NEXT_CONTRACT,
+    NEXT_EXPAND,
+    POST_CONTRACT,
+    POST_EXPAND,
+    add_post_deploy_branch,
+)
 from testkit.support import (
     FIXTURE_REVISIONS,
     ROOT,
@@ -32,6 +43,7 @@ from testkit.support import (
 
 FIXTURE_HEAD = FIXTURE_REVISIONS[-1]
 MODULE = "tests/migrations/test_pytest_alembic.py"
+HISTORY = "tests/migrations/test_history.py"
 # What the child needs of tests/: the fixtures and the migration tests, nothing else.
 TEST_FILES = ("__init__.py", "conftest.py", "migrations")
 
@@ -56,6 +68,17 @@ def second_head(repo: Path) -> None:
     write_revision(repo, "cafe00000003", FIXTURE_REVISIONS[-2], "branch off the history")
 
 
+def second_post_deploy_head(repo: Path) -> None:
+    add_post_deploy_branch(repo)
+    for rev in ("cafe00000006", "cafe00000007"):
+        write_revision(repo, rev, POST_CONTRACT, f"contract {rev}", stamp="20261211_1000",
+                       depends_on=POST_EXPAND)
+
+
+def two_releases_with_post_deploy_revisions(repo: Path) -> None:
+    add_post_deploy_branch(repo, next_release=True)
+
+
 def data_loss(repo: Path) -> None:
     write_revision(repo, "cafe00000004", FIXTURE_HEAD, "archive small widgets",
                    upgrade="""op.execute("DELETE FROM widgets WHERE size < 10")""")
@@ -78,32 +101,50 @@ def data_migration_without_data_file(repo: Path) -> None:
 
 @dataclass(frozen=True)
 class Scenario:
-    """A broken change, the migration test that must catch it, and what its output names."""
+    """A change, the migration test that must catch it (``None``: every selected test must
+    pass), and what the child's output names."""
 
-    break_repository: Callable[[Path], None]
+    change_repository: Callable[[Path], None]
     selection: list[str]
-    failing_test: str
+    failing_test: str | None
     names: tuple[str, ...]
 
 
 SCENARIOS = {
     "downgrade forgets a column": Scenario(
         forgotten_drop_column, [MODULE, "-k", "test_downgrade_leaves_no_trace"],
-        "test_downgrade_leaves_no_trace", ("cafe00000001", "probe_note")),
+        f"{MODULE}::test_downgrade_leaves_no_trace", ("cafe00000001", "probe_note")),
     "model changed without a migration": Scenario(
         model_without_migration, [MODULE, "-k", "test_model_definitions_match_ddl"],
-        "test_model_definitions_match_ddl", ("add_column('widgets'", "estimate_hours")),
+        f"{MODULE}::test_model_definitions_match_ddl", ("add_column('widgets'", "estimate_hours")),
     "second head": Scenario(
-        second_head, [MODULE, "-k", "test_single_head_revision"],
-        "test_single_head_revision", ("cafe00000003", FIXTURE_HEAD)),
+        second_head, [f"{HISTORY}::test_one_head_per_phase"],
+        f"{HISTORY}::test_one_head_per_phase",
+        (f"the revision history has 2 heads (cafe00000003, {FIXTURE_HEAD})",
+         'flask db merge heads -m "merge heads"')),
+    "second post-deploy head": Scenario(
+        second_post_deploy_head, [f"{HISTORY}::test_one_head_per_phase"],
+        f"{HISTORY}::test_one_head_per_phase",
+        ("the post-deploy revisions have 2 heads (cafe00000006, cafe00000007)",
+         "flask db merge cafe00000006 cafe00000007")),
+    "one head per phase is no conflict": Scenario(
+        two_releases_with_post_deploy_revisions, [MODULE, HISTORY, "-rp"], None,
+        (f"PASSED {HISTORY}::test_one_head_per_phase",
+         f"PASSED {HISTORY}::test_every_revision_upgrades_downgrades_and_upgrades_again",
+         f"PASSED {MODULE}::test_upgrade",
+         f"PASSED {MODULE}::test_up_down_consistency",
+         f"PASSED {MODULE}::test_model_definitions_match_ddl",
+         f"PASSED {MODULE}::test_downgrade_leaves_no_trace",
+         *(f"PASSED {MODULE}::test_revision_keeps_its_data[{rev}]"
+           for rev in (POST_EXPAND, POST_CONTRACT, NEXT_EXPAND, NEXT_CONTRACT)))),
     "data migration loses rows": Scenario(
         data_loss, [f"{MODULE}::test_revision_keeps_its_data[cafe00000004]"],
-        "test_revision_keeps_its_data[cafe00000004]",
+        f"{MODULE}::test_revision_keeps_its_data[cafe00000004]",
         ("cafe00000004 (archive small widgets)", "after upgrade")),
     "data migration without a data file": Scenario(
         data_migration_without_data_file,
         [MODULE, "-k", "test_revisions_that_write_rows_have_data_checks"],
-        "test_revisions_that_write_rows_have_data_checks",
+        f"{MODULE}::test_revisions_that_write_rows_have_data_checks",
         ("cafe00000005 (default widget sizes)", "tests/migrations/data/<revision>.py")),
 }
 
@@ -143,7 +184,7 @@ class Children:
         for index, name in enumerate(names):
             scenario = SCENARIOS[name]
             repo = copy_with_tests(base / f"repo{index}")
-            scenario.break_repository(repo)
+            scenario.change_repository(repo)
             self.procs[name] = subprocess.Popen(
                 [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                  f"--basetemp={base / f'bt{index}'}", *scenario.selection],
@@ -179,8 +220,13 @@ def test_the_harness_catches(scenario: str, children: Children) -> None:
     code, output = children.result(scenario)
     expected = SCENARIOS[scenario]
 
-    assert code == 1, f"expected the child's tests to fail (exit 1), got {code}:\n{output}"
-    assert f"FAILED {MODULE}::{expected.failing_test}" in output, output
-    assert "1 failed" in output, output
+    if expected.failing_test is None:
+        summary = output.strip().splitlines()[-1]
+        assert code == 0, f"expected the child's tests to pass, got exit {code}:\n{output}"
+        assert "passed" in summary and "failed" not in summary and "error" not in summary, output
+    else:
+        assert code == 1, f"expected the child's tests to fail (exit 1), got {code}:\n{output}"
+        assert f"FAILED {expected.failing_test}" in output, output
+        assert "1 failed" in output, output
     for name in expected.names:
         assert name in output, f"{name!r} is not named in the child's output:\n{output}"

@@ -3,18 +3,26 @@
 pytest-alembic's built-in tests are bound by importing them here (its supported way besides
 the ``--test-alembic`` flag, which would put them under ``tests/conftest.py``): they run with
 every ``pytest`` run, on a fresh database, through ``migrations/env.py``. They walk the
-history as it is on disk, so a new revision is covered the moment its file exists:
+history as it is on disk, both phases (the main line and the post-deploy branch, to
+``heads``), so a new revision is covered the moment its file exists:
 
-- ``test_single_head_revision``: one head, no unmerged branch;
-- ``test_upgrade``: base to head, one revision at a time;
-- ``test_model_definitions_match_ddl``: at head, autogenerate finds nothing to write (a model
-  changed without a migration fails here); our ``migration_checksums`` table is left out by
+- ``test_upgrade``: base to the heads, one revision at a time;
+- ``test_model_definitions_match_ddl``: at the heads, autogenerate finds nothing to write (a
+  model changed without a migration fails here); the lifecycle's own tables are left out by
   env.py's ``include_name``, as in ``flask db migrate``;
-- ``test_up_down_consistency``: up to head, down to base, up again;
+- ``test_up_down_consistency``: up to the heads, down to base, up again;
 - ``test_downgrade_leaves_no_trace`` (experimental): each revision's downgrade undoes exactly
   what its upgrade did (a forgotten ``drop_column`` fails here);
 - ``test_all_models_register_on_metadata`` (experimental): the app's import of
   ``backend.models`` registers every model module below it.
+
+pytest-alembic's ``test_single_head_revision`` is not among them: a history with a
+post-deploy branch has two heads by design, one per phase. test_history.py's
+``test_one_head_per_phase`` takes its place, with the refusal the deploy itself gives.
+
+The walks follow the deploy's order between the phases (tests/migrations/conftest.py): before
+a post-deploy revision the background migrations registered so far run to their end with the
+real runner, so a contract meets the data it expects, and the data files check it.
 
 The data files (``tests/migrations/data/``, convention in its ``__init__``) add rows before
 their revisions in every walk, and ``test_revision_keeps_its_data[<revision>]`` proves each
@@ -38,7 +46,6 @@ from pytest_alembic.runner import MigrationContext
 from pytest_alembic.tests import (  # noqa: F401  (collected from here)
     experimental,
     test_model_definitions_match_ddl,
-    test_single_head_revision,
     test_up_down_consistency,
     test_upgrade,
 )
@@ -56,9 +63,8 @@ pytestmark = pytest.mark.filterwarnings(
 
 
 def history() -> list[str]:
-    """The checkout's revisions, oldest first."""
-    scripts = ScriptDirectory(str(MIGRATIONS_DIR))
-    return [script.revision for script in reversed(list(scripts.walk_revisions()))]
+    """The checkout's revisions, both phases, oldest first."""
+    return harness.walk_order(ScriptDirectory(str(MIGRATIONS_DIR)))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -101,13 +107,20 @@ def test_downgrade_leaves_no_trace(alembic_config, alembic_engine: Engine,
                                    scripts: ScriptDirectory) -> None:
     """pytest-alembic's check runs every step inside one transaction and rolls it back; a
     revision that leaves its transaction (``autocommit_block``, for ``CREATE INDEX
-    CONCURRENTLY``) cannot run there, so it is stamped over in this check only. Its own
-    downgrade is still proved by ``test_up_down_consistency`` and test_history's round trip.
+    CONCURRENTLY``, or a large-table helper) cannot run there, so it is stamped over in this
+    check only. Its own downgrade is still proved by ``test_up_down_consistency`` and
+    test_history's round trip. The lifecycle's bookkeeping table exists before the walk
+    (``harness.create_bookkeeping``): a revision registering a backfill creates it, and it is
+    no revision's schema to undo.
     """
     config = dataclasses.replace(
         alembic_config, skip_revisions=harness.transaction_leaving_revisions(scripts),
         minimum_downgrade_revision=harness.newest_merge(scripts))
-    with pytest_alembic.runner(config=config, engine=alembic_engine) as runner:
+    with alembic_engine.connect() as connection:
+        harness.create_bookkeeping(connection)
+    # The check walks inside one transaction: env.py skips its refusals there, and a
+    # post-deploy revision's finish_backfill completes its backfill inline.
+    with harness.runner(config, alembic_engine) as runner:
         experimental.test_downgrade_leaves_no_trace(runner)
 
 
@@ -160,18 +173,22 @@ def undeclared_loss(before: dict[str, int], after: dict[str, int], declared: dic
 
 
 def test_revision_keeps_its_data(revision: str, runner_at_parent: MigrationContext,
-                                 data_fixtures: dict[str, data.DataFixture],
+                                 history_templates, data_fixtures: dict[str, data.DataFixture],
                                  scripts: ScriptDirectory) -> None:
     """At the parent, with every earlier data file's rows and this revision's: upgrade,
     downgrade and upgrade again; the data file's checks after each, and no row lost on the
     way but where the revision declares it (``# rehearse: expect-row-loss <table> <reason>``).
+    The parent is the revision before it in the walk (with both phases applied, the database
+    has two current revisions, of which the runner names one). Before a post-deploy
+    revision's upgrade, the background migrations registered so far run to their end, as
+    deployed (``harness.runner``).
     """
     runner = runner_at_parent
     engine = runner.connection_executor.connection  # the engine the runner was built on
     fixture = data_fixtures.get(revision) or data.DataFixture(revision=revision)
     declared = harness.declared_row_loss(scripts.get_revision(revision))
     name = label(scripts, revision)
-    parent = runner.current
+    parent = history_templates.parent(revision)
     if fixture.rows:
         runner.insert_into(None, fixture.rows)
     at_parent = counts(engine)

@@ -15,20 +15,23 @@ so on the fixture copy the schema is not compared with the models (``models=Fals
 sides' downgrade checks compare the database with itself, not with the models.
 
 The checks only ours makes (a second upgrade that differs from the first, a downgrade that
-commits a trace outside its transaction, an upgrade that fails) have tests of their own.
+commits a trace outside its transaction, an upgrade that fails) have tests of their own, and
+so does a history with two phases: both walk it (ours with the data files' rows, its
+contract finishing the registered backfill inline), and ours names a second head within a
+phase with the deploy's own refusal.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import pytest_alembic
 from alembic.script import ScriptDirectory
 from pytest_alembic.plugin.error import AlembicTestFailure
 from pytest_alembic.tests import default as reference_default
@@ -38,6 +41,14 @@ from sqlalchemy.engine import URL
 from migration_tools import verify
 from migration_tools.verify import cli as verify_cli
 from testkit import harness
+from testkit.harness import (
+    NEXT_CONTRACT,
+    NEXT_EXPAND,
+    POST_BACKFILL,
+    POST_CONTRACT,
+    POST_EXPAND,
+    add_post_deploy_branch,
+)
 from testkit.support import (
     FIXTURE_REVISIONS,
     ROOT,
@@ -122,8 +133,9 @@ REFERENCE_CHECKS = {
 def reference(repo: Path, make_database: Callable[[], URL], rows: dict[str, list[dict]],
               checks: tuple[str, ...] = tuple(REFERENCE_CHECKS)) -> list[str]:
     """pytest-alembic's checks on ``repo``'s history, each on a fresh database as in
-    test_pytest_alembic.py (with its skip of ``autocommit_block`` revisions in the
-    downgrade check); the failures' texts, empty when they pass."""
+    test_pytest_alembic.py (its runner, which walks both phases in a deploy's order, and
+    its skip of ``autocommit_block`` revisions in the downgrade check); the failures' texts,
+    empty when they pass."""
     directory = repo / "migrations"
     scripts = ScriptDirectory(str(directory))
     skip = harness.transaction_leaving_revisions(scripts)
@@ -135,8 +147,10 @@ def reference(repo: Path, make_database: Callable[[], URL], rows: dict[str, list
                 settings = dataclasses.replace(settings, skip_revisions=skip,
                                                minimum_downgrade_revision=harness.newest_merge(
                                                    scripts))
+                with session.engine.connect() as connection:
+                    harness.create_bookkeeping(connection)
             try:
-                with pytest_alembic.runner(config=settings, engine=session.engine) as runner:
+                with harness.runner(settings, session.engine) as runner:
                     REFERENCE_CHECKS[name](runner)
             except AlembicTestFailure as exc:
                 failures.append(f"{name}: {exc}")
@@ -311,3 +325,73 @@ def test_ours_flags_a_downgrade_that_leaves_a_constraint_validated(repo, databas
     assert problems[0].startswith("downgrade of cafe00000015 (validate widget names) leaves")
     assert "- constraint public.widgets.ck_probe_name CHECK (((name)::text <> ''::text)) " \
         "NOT VALID" in problems[0], problems[0]
+
+
+@pytest.fixture
+def two_phases(repo: Path) -> Path:
+    """The fixture project with releases N+1 and N+2, each an expand and a post-deploy
+    contract, and the data files of N+1 (3 widgets before its expand), with the data
+    package they import."""
+    for package in ("tests", "tests/migrations", "tests/migrations/data"):
+        (repo / package).mkdir(exist_ok=True)
+        shutil.copy2(ROOT / package / "__init__.py", repo / package / "__init__.py")
+    add_post_deploy_branch(repo, next_release=True)
+    return repo
+
+
+def test_both_walk_both_phases_in_a_valid_order_with_data(two_phases, databases) -> None:
+    """Each post-deploy revision comes after the main-line revisions it depends on; N+2's
+    expand, which sits on N+1's expand, may come before N+1's contract. The contract meets
+    the rows of the data file and finishes the backfill inline."""
+    url = databases()
+
+    report = ours(two_phases, url)
+
+    assert report.all_problems() == []
+    order = [result.revision for result in report.revisions]
+    assert order == [*FIXTURE_REVISIONS, POST_EXPAND, NEXT_EXPAND, POST_CONTRACT, NEXT_CONTRACT]
+    assert [r.revision for r in report.revisions if r.post_deploy] == [POST_CONTRACT,
+                                                                       NEXT_CONTRACT]
+    assert {r.revision: r.rows for r in report.revisions if r.rows} == {POST_EXPAND: 3}
+    assert report.phases_line() == (f"pre-deploy: 4 revision(s), head {NEXT_EXPAND}; "
+                                    f"post-deploy: 2 revision(s), head {NEXT_CONTRACT}")
+    assert execute_sql(url, "SELECT count(*) FILTER (WHERE code = 'W-' || id), count(*) "
+                            "FROM widgets") == [(3, 3)]
+    assert execute_sql(url, "SELECT is_nullable FROM information_schema.columns "
+                            "WHERE table_name = 'widgets' AND column_name = 'code'") == [("NO",)]
+    assert execute_sql(url, "SELECT state FROM background_migrations WHERE name = %s",
+                       (POST_BACKFILL,)) == [("done",)]
+    assert execute_sql(url, "SELECT version_num FROM alembic_version") == [(NEXT_CONTRACT,)]
+    assert reference(two_phases, databases, verify.data_rows(two_phases / "migrations")) == []
+
+
+def test_a_second_head_within_a_phase_is_named_one_pre_and_one_post_are_not(
+        two_phases, databases) -> None:
+    for rev in ("cafe00000031", "cafe00000032"):
+        write_revision(two_phases, rev, NEXT_CONTRACT, f"contract {rev}", stamp="20261212_1000")
+
+    report = ours(two_phases, databases())
+
+    assert report.all_problems() == [
+        "the post-deploy revisions have 2 heads (cafe00000031, cafe00000032): merge them with "
+        '`flask db merge cafe00000031 cafe00000032 -m "merge heads"` '
+        "(or scripts/resolve_conflict.sh)"]
+    assert all(not result.problems for result in report.revisions)
+
+
+def test_the_script_marks_the_post_deploy_revisions_and_compares_the_models(
+        two_phases, pg_server) -> None:
+    proc = subprocess.run([str(two_phases / "scripts/verify_migrations.sh"), "-v",
+                           "--server-url", url_text(pg_server.url)],
+                          cwd=two_phases, env=child_env(None), capture_output=True, text=True,
+                          timeout=120)
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    marked = [line.split()[1] for line in lines if "[post-deploy]" in line]
+    assert marked == [POST_CONTRACT, NEXT_CONTRACT], proc.stdout
+    assert [line.split()[1] for line in lines if "[3 row(s)]" in line] == [POST_EXPAND]
+    assert f"pre-deploy: 4 revision(s), head {NEXT_EXPAND}; post-deploy: 2 revision(s), " \
+        f"head {NEXT_CONTRACT}" in lines, proc.stdout
+    assert "models compared in" in proc.stdout
+    assert lines[-1].startswith("verified 6 revision(s) in "), proc.stdout

@@ -3,6 +3,11 @@
 Each test works on a git repository made from the fixture project (``widgets``): release N
 is a commit with a small test suite of its own, and "this checkout" is its working tree,
 to which a test adds the revision of release N+1.
+
+With two phases, release N carries a post-deploy branch (testkit.harness.add_post_deploy_branch:
+an expand registering a backfill, a contract finishing it and setting NOT NULL). N's tests
+then run on the schema of a rolling deploy: N's own contract applied, this checkout's new
+pre-deploy revisions applied, its new post-deploy revisions not (they run once N is gone).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from testkit.harness import POST_CONTRACT, POST_EXPAND, add_post_deploy_branch
 from testkit.support import FIXTURE_REVISIONS, child_env, fixture_project, url_text, write_revision
 
 # Release N's own tests: a database per run on TEST_DATABASE_URL's server, migrated with the
@@ -79,21 +85,53 @@ def commit_tests(repo: Path, test_file: str, tag: str) -> None:
     git(repo, "tag", tag)
 
 
+def release_project(path: Path) -> Path:
+    """The fixture project with release N's test setup, a git repository, nothing committed."""
+    project = fixture_project(path)
+    (project / "tests/api").mkdir(parents=True)
+    (project / "tests/nothing").mkdir()
+    for name in ("tests/__init__.py", "tests/api/__init__.py", "tests/nothing/__init__.py"):
+        (project / name).write_text("")
+    (project / "tests/conftest.py").write_text(CONFTEST)
+    git(project, "init", "-q")
+    return project
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """Release N (tag n), and two broken references: tests that do not import (no-import),
     a test that fails whatever the schema (red). The working tree is left at n."""
-    project = fixture_project(tmp_path_factory.mktemp("compat") / "repo")
-    (project / "tests/api").mkdir(parents=True)
-    (project / "tests/nothing").mkdir()
-    for path in ("tests/__init__.py", "tests/api/__init__.py", "tests/nothing/__init__.py"):
-        (project / path).write_text("")
-    (project / "tests/conftest.py").write_text(CONFTEST)
-    git(project, "init", "-q")
+    project = release_project(tmp_path_factory.mktemp("compat") / "repo")
     commit_tests(project, DOES_NOT_IMPORT, "no-import")
     commit_tests(project, NEVER_PASSES, "red")
     commit_tests(project, WIDGET_TESTS, "n")
     return project
+
+
+@pytest.fixture(scope="module", params=[("upgrade",), ("upgrade", "heads")],
+                ids=["n migrates with upgrade", "n migrates with upgrade heads"])
+def phased_repo(request, tmp_path_factory) -> Path:
+    """Release N (tag n) with a post-deploy branch: widgets.code added and backfilled, then
+    made NOT NULL by a post-deploy contract. The working tree is left at n. N's test setup
+    migrates as a team's may: `flask db upgrade` (the main line only) or `flask db upgrade
+    heads` (both phases); the schema N's tests get must not depend on it."""
+    project = release_project(tmp_path_factory.mktemp("compat-phases") / "repo")
+    conftest = project / "tests/conftest.py"
+    conftest.write_text(conftest.read_text().replace(
+        '"db", "upgrade"]', ", ".join(f'"{arg}"' for arg in ("db", *request.param)) + "]"))
+    assert repr(list(request.param))[1:-1].replace("'", '"') in conftest.read_text()
+    add_post_deploy_branch(project)
+    commit_tests(project, WIDGET_TESTS, "n")
+    return project
+
+
+@pytest.fixture
+def added(phased_repo):
+    """Revision files a test adds to phased_repo's working tree, removed afterwards."""
+    paths: list[Path] = []
+    yield paths
+    for path in paths:
+        path.unlink()
 
 
 @pytest.fixture
@@ -207,3 +245,71 @@ def test_help_names_the_flags_and_the_setting(repo, pg_server):
     assert proc.returncode == 0
     assert "--against REF" in proc.stdout and "--tests PATH" in proc.stdout
     assert "$COMPAT_TESTS" in proc.stdout
+
+
+DROP_SIZE = 'op.drop_column("widgets", "size")'
+RESTORE_SIZE = 'op.add_column("widgets", sa.Column("size", sa.Integer(), nullable=True))'
+
+
+def test_a_new_post_deploy_revision_may_drop_what_the_previous_release_reads(
+        phased_repo, pg_server, added):
+    # The contract of a column n still reads: it runs only once n no longer serves.
+    added.append(write_revision(phased_repo, "cc0000000011", POST_CONTRACT, "drop widget size",
+                                upgrade=DROP_SIZE, downgrade=RESTORE_SIZE,
+                                stamp="20261220_1000", depends_on=POST_EXPAND))
+
+    proc = check_compat(phased_repo, pg_server, "--against", "n")
+
+    assert proc.returncode == 0, proc.stderr
+    assert ("running n's tests/api on this checkout's revisions (0 new: none; 1 new "
+            "post-deploy left out, they run once n is gone: cc0000000011)") in proc.stderr
+    assert last_line(proc) == ("check_compat: n's tests/api pass on this checkout's schema "
+                               "(1 test(s) ran)")
+
+
+def test_the_same_drop_as_a_pre_deploy_revision_breaks_the_previous_release(
+        phased_repo, pg_server, added):
+    added.append(write_revision(phased_repo, "cc0000000012", POST_EXPAND, "drop widget size",
+                                upgrade=DROP_SIZE, downgrade=RESTORE_SIZE,
+                                stamp="20261220_1000"))
+
+    proc = check_compat(phased_repo, pg_server, "--against", "n")
+
+    assert proc.returncode == 1, proc.stderr
+    assert ("check_compat: n breaks on the schema of revision(s) cc0000000012: "
+            "tests/api/test_widgets.py::test_add_and_list_widgets failed.") in proc.stderr
+
+
+def test_a_new_expand_that_needs_the_previous_contract_runs_after_it(
+        phased_repo, pg_server, added):
+    """n's contract ran while n served, so an expand of this release may rely on it: n's
+    tests get n's contract, then the expand (however n's own setup migrates: its
+    `flask db upgrade` applies only the main line of a history with two phases, and
+    refuses an expand whose contract is not applied)."""
+    added.append(write_revision(
+        phased_repo, "cc0000000013", POST_EXPAND, "index widget codes",
+        upgrade="op.create_index('ix_widgets_code', 'widgets', ['code'])",
+        downgrade="op.drop_index('ix_widgets_code', table_name='widgets')",
+        stamp="20261220_1000", depends_on=POST_CONTRACT))
+
+    proc = check_compat(phased_repo, pg_server, "--against", "n")
+
+    assert proc.returncode == 0, proc.stderr
+    assert "(1 new: cc0000000013)" in proc.stderr
+    assert last_line(proc).endswith("pass on this checkout's schema (1 test(s) ran)")
+
+
+def test_a_new_expand_that_needs_a_new_contract_cannot_be_checked(phased_repo, pg_server,
+                                                                  added):
+    added.append(write_revision(phased_repo, "cc0000000014", POST_CONTRACT, "new contract",
+                                stamp="20261220_1000", depends_on=POST_EXPAND))
+    added.append(write_revision(phased_repo, "cc0000000015", POST_EXPAND, "needs it",
+                                stamp="20261220_1001", depends_on="cc0000000014"))
+
+    proc = check_compat(phased_repo, pg_server, "--against", "n")
+
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [last_line(proc)]
+    assert last_line(proc).startswith(
+        "check_compat: could not check: pre-deploy revision cc0000000015 needs post-deploy "
+        "revision(s) cc0000000014, which n does not have")

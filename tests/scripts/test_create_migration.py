@@ -14,6 +14,19 @@ from pathlib import Path
 
 import pytest
 
+from testkit.harness import (
+    POST_BACKFILL as BACKFILL,
+)
+from testkit.harness import (
+    POST_CONTRACT as CONTRACT,
+)
+from testkit.harness import (
+    POST_EXPAND as EXPAND,
+)
+from testkit.harness import (
+    add_post_deploy_branch,
+    phases,
+)
 from testkit.support import FIXTURE_REVISIONS, fixture_project, write_revision
 from tests.conftest import VENV_BIN, child_env, execute_sql, run_flask
 
@@ -216,15 +229,8 @@ def test_the_embedded_database_line_follows_log_format(repo):
 
 SIZE_LINE = "    size: Mapped[int | None] = mapped_column(sa.Integer)\n"
 REQUIRED_SIZE = "    size: Mapped[int] = mapped_column(sa.Integer, nullable=False)\n"
-CODE_LINE = "    code: Mapped[str] = mapped_column(sa.String(40))\n"
 PRE_HEAD = FIXTURE_REVISIONS[-1]
 SUGGESTION = "it belongs to the post-deploy phase"
-EXPAND, CONTRACT = "ad0000000001", "ad0000000002"
-BACKFILL = "widgets_code"
-BACKGROUND = ("from backend.migrate.background import finish_backfill, register_backfill, "
-              "unregister_backfill\n")
-STATEMENT = ("UPDATE widgets SET code = 'W-' || id WHERE id > :start AND id <= :stop "
-             "AND code IS NULL")
 
 
 def header(path: Path) -> dict[str, object]:
@@ -237,32 +243,6 @@ def header(path: Path) -> dict[str, object]:
 def new_file(repo: Path, before: set[str]) -> Path:
     (name,) = versions(repo) - before
     return repo / "migrations/versions" / name
-
-
-def phases(repo: Path):
-    from alembic.script import ScriptDirectory
-
-    from backend.migrate.phases import read_phases
-
-    return read_phases(ScriptDirectory(str(repo / "migrations")))
-
-
-def expand_and_contract(repo: Path) -> None:
-    """A release whose expand registers a background migration and whose contract (a
-    post-deploy revision) needs it finished; the model as it is once both are applied."""
-    write_revision(repo, EXPAND, PRE_HEAD, "add widget code",
-                   upgrade="op.add_column('widgets', sa.Column('code', sa.String(40)))\n"
-                           f'register_backfill("{BACKFILL}", "widgets", "{STATEMENT}")',
-                   downgrade=f'unregister_backfill("{BACKFILL}")\n'
-                             "op.drop_column('widgets', 'code')",
-                   imports=BACKGROUND, stamp="20261201_1000")
-    write_revision(repo, CONTRACT, None, "require widget code",
-                   upgrade=f'finish_backfill("{BACKFILL}")\n'
-                           "op.alter_column('widgets', 'code', nullable=False)",
-                   downgrade="op.alter_column('widgets', 'code', nullable=True)",
-                   imports=BACKGROUND, stamp="20261201_1001", branch_labels=("post",),
-                   depends_on=EXPAND)
-    change_model(repo, NAME_LINE, NAME_LINE + CODE_LINE)
 
 
 def test_post_deploy_revisions_start_a_branch_of_their_own_then_follow_it(repo, fixture_db):
@@ -370,7 +350,7 @@ def test_a_contract_step_on_the_main_line_suggests_the_post_deploy_phase(repo, f
 def test_pending_post_deploy_revisions_are_refused_with_the_commands_that_apply_them(
         repo, fixture_db):
     # Arrange: the release is out (its expand applied), its background migration pending.
-    expand_and_contract(repo)
+    add_post_deploy_branch(repo)
     run_flask(["db", "upgrade"], fixture_db, cwd=repo)
     add_probe_column(repo)
     before = versions(repo)
@@ -390,7 +370,7 @@ def test_pending_post_deploy_revisions_are_refused_with_the_commands_that_apply_
 
 def test_the_embedded_database_runs_its_backfill_and_comes_to_both_heads(repo):
     # Arrange: the embedded development database at the expand, its backfill pending.
-    expand_and_contract(repo)
+    add_post_deploy_branch(repo)
     run_flask(["db", "upgrade"], None, cwd=repo)
     add_probe_column(repo)
     before = versions(repo)

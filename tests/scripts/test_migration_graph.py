@@ -2,7 +2,9 @@
 
 Each test draws a copy of the project serving the fixture application, with the branches
 and merges it needs written into that copy, so the proof holds whatever history the
-checkout ships.
+checkout ships. A copy with a post-deploy branch (testkit.harness.add_post_deploy_branch)
+proves the two phases: post-deploy revisions marked, their depends_on edges drawn, the
+normal two heads not flagged, and several heads within one phase flagged.
 """
 
 from __future__ import annotations
@@ -15,11 +17,19 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from migration_tools.graph import Node, render_mermaid
+from testkit.harness import (
+    NEXT_CONTRACT,
+    NEXT_EXPAND,
+    POST_CONTRACT,
+    POST_EXPAND,
+    add_post_deploy_branch,
+)
 from testkit.support import FIXTURE_REVISIONS, fixture_project, revisions, write_revision
 from tests.conftest import child_env, execute_sql, run_flask
 
 NODE = re.compile(r'^\s+rev_(\w+)\["(.*)"\]$', re.M)
 EDGE = re.compile(r"^\s+rev_(\w+) --> rev_(\w+)$", re.M)
+DEPENDS = re.compile(r"^\s+rev_(\w+) -\.->\|depends on\| rev_(\w+)$", re.M)
 CLASS = re.compile(r"^\s+class ([\w,]+) (\w+)$", re.M)
 
 
@@ -96,7 +106,7 @@ def test_a_merge_shows_both_parents_as_edges_into_it(repo):
     assert "merge a and b" in nodes(chart)["cccc00000003"]
 
 
-def test_two_heads_are_both_marked(repo):
+def test_two_heads_are_both_marked_and_flagged(repo):
     [parent] = ScriptDirectory(str(repo / "migrations")).get_heads()
     for rev in ("aaaa00000001", "bbbb00000002"):
         write_revision(repo, rev, parent, f"branch {rev}", stamp="20261120_1200")
@@ -105,7 +115,10 @@ def test_two_heads_are_both_marked(repo):
 
     assert proc.returncode == 0, proc.stderr
     assert sorted(classed(proc.stdout, "head")) == ["aaaa00000001", "bbbb00000002"]
+    assert sorted(classed(proc.stdout, "conflict")) == ["aaaa00000001", "bbbb00000002"]
     assert "2 head(s)" in proc.stderr
+    assert ("the revision history has 2 heads (aaaa00000001, bbbb00000002): merge them with "
+            '`flask db merge heads -m "merge heads"`') in proc.stderr
 
 
 def test_the_database_revision_is_marked_current(repo, fixture_db):
@@ -178,3 +191,47 @@ def test_without_database_url_it_marks_the_embedded_databases_revision(repo):
     assert proc.returncode == 0, proc.stderr
     assert classed(proc.stdout, "current") == [below]
     assert f"the embedded development database is at {below}" in proc.stderr
+
+
+def test_post_deploy_revisions_are_marked_and_one_head_per_phase_is_no_conflict(repo):
+    # Arrange: release N+1 (expand, backfill, contract) and N+2 (an expand after it, and a
+    # second contract after the first).
+    add_post_deploy_branch(repo, next_release=True)
+
+    # Act
+    proc = graph(repo)
+
+    # Assert
+    assert proc.returncode == 0, proc.stderr
+    chart, labels = proc.stdout, nodes(proc.stdout)
+    assert sorted(classed(chart, "post")) == [POST_CONTRACT, NEXT_CONTRACT]
+    assert [rev for rev, label in labels.items() if "[post-deploy]" in label] == [
+        POST_CONTRACT, NEXT_CONTRACT]
+    assert "[post]" not in chart  # the phase, said once
+    assert {(POST_EXPAND, POST_CONTRACT), (NEXT_EXPAND, NEXT_CONTRACT)} <= set(
+        DEPENDS.findall(chart))
+    assert (POST_CONTRACT, NEXT_CONTRACT) in edges(chart)
+    assert (POST_EXPAND, NEXT_EXPAND) in edges(chart)
+    assert sorted(classed(chart, "head")) == [NEXT_EXPAND, NEXT_CONTRACT]
+    assert classed(chart, "conflict") == [] and "(to merge)" not in chart
+    assert (f"6 revision(s) (2 post-deploy), 2 head(s): {NEXT_EXPAND} (pre-deploy), "
+            f"{NEXT_CONTRACT} (post-deploy)") in proc.stderr
+    assert "merge" not in proc.stderr
+
+
+def test_several_heads_in_the_post_deploy_phase_are_flagged(repo):
+    add_post_deploy_branch(repo)
+    for rev in ("cccc00000011", "cccc00000012"):
+        write_revision(repo, rev, POST_CONTRACT, f"contract {rev}", stamp="20261212_1000",
+                       depends_on=POST_EXPAND)
+
+    proc = graph(repo)
+
+    assert proc.returncode == 0, proc.stderr
+    chart, labels = proc.stdout, nodes(proc.stdout)
+    assert sorted(classed(chart, "conflict")) == ["cccc00000011", "cccc00000012"]
+    assert sorted(rev for rev, label in labels.items() if "(to merge)" in label) == [
+        "cccc00000011", "cccc00000012"]
+    assert POST_EXPAND not in classed(chart, "conflict")  # the main line's head is fine
+    assert ("the post-deploy revisions have 2 heads (cccc00000011, cccc00000012): merge them "
+            "with `flask db merge cccc00000011 cccc00000012") in proc.stderr

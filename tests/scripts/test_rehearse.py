@@ -2,7 +2,9 @@
 
 The rehearsals run on the fixture application with a history of their own (a second table,
 ``parts``, and the revisions after it), so they prove the same whatever application the
-checkout serves, and no revision id is known before a test builds it.
+checkout serves, and no revision id is known before a test builds it. The deploy's two
+phases are rehearsed on the fixture with a post-deploy branch (an expand registering a
+backfill, a contract finishing it and setting NOT NULL: testkit.harness.add_post_deploy_branch).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pytest
 from backend.migrate.backup import take_backup
 from migration_tools.rehearse.findings import lost_rows
 from migration_tools.rehearse.observer import TableState, strongest
+from testkit.harness import POST_BACKFILL, POST_CONTRACT, POST_EXPAND, add_post_deploy_branch
 from testkit.support import (
     FIXTURE_REVISIONS,
     PrivateServer,
@@ -459,3 +462,95 @@ def test_a_target_older_than_the_source_is_refused_before_copying(fixture_repo, 
     assert "runs PostgreSQL 16, older than the source's 18" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert created == [(0,)]
+
+
+@pytest.fixture(scope="module")
+def phased_repo(tmp_path_factory) -> Path:
+    """The fixture project with release N+1's two phases (an expand whose rows a background
+    migration fills, a post-deploy contract that makes the column NOT NULL)."""
+    repo = fixture_project(tmp_path_factory.mktemp("rehearsal-phases") / "repo")
+    add_post_deploy_branch(repo)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def release_n_source(pg_server, fixture_repo):
+    """Production at release N (the fixture's head), 3000 widgets: N+1 pending."""
+    url = pg_server.create_database()
+    run_flask(["db", "upgrade"], url, cwd=fixture_repo)
+    execute_sql(url, "INSERT INTO widgets (name, size) "
+                     "SELECT 'Widget ' || g, g % 50 FROM generate_series(1, 3000) g")
+    yield url
+    pg_server.drop_database(url.database)
+
+
+def test_a_deploy_with_two_phases_is_rehearsed_in_its_order(release_n_source, phased_repo,
+                                                           pg_server, prefix):
+    before = execute_sql(release_n_source, CHECKSUM.format(key="id", table="widgets"))
+
+    proc = from_url(release_n_source, prefix, "--json", "-", repo=phased_repo)
+
+    assert proc.returncode == 0, proc.stderr
+    document = json.loads(proc.stdout)
+    assert document["ok"] is True, document["problems"]
+    assert [(p["revision"], p["phase"]) for p in document["pending"]] == [
+        (POST_EXPAND, "pre-deploy"), (POST_CONTRACT, "post-deploy")]
+    order = [(step["phase"], step["revision"]) for step in document["steps"]]
+    assert order == [("upgrade", POST_EXPAND), ("upgrade", POST_CONTRACT),
+                     ("downgrade", POST_CONTRACT), ("downgrade", POST_EXPAND),
+                     ("re-upgrade", POST_EXPAND), ("re-upgrade", POST_CONTRACT)]
+    # The backfill ran between the phases, each pass, to its end, over every row.
+    assert [(b["phase"], b["name"], b["revision"], b["rows"], b["state"])
+            for b in document["backfills"]] == [
+        ("upgrade", POST_BACKFILL, POST_EXPAND, 3000, "done"),
+        ("re-upgrade", POST_BACKFILL, POST_EXPAND, 3000, "done")]
+    assert all(b["batches"] >= 1 for b in document["backfills"])
+    first_pass = proc.stderr.split("re-upgrade 1/2")[0]
+    assert first_pass.index(f"upgrade 1/2: {POST_EXPAND}") < first_pass.index(
+        f"upgrade: 1 background migration(s) to the end: {POST_BACKFILL}") < \
+        first_pass.index(f"upgrade 2/2: {POST_CONTRACT}"), proc.stderr
+    contract = steps(document, "upgrade")[POST_CONTRACT]
+    assert contract["error"] is None and contract["locks"] == {"widgets": "AccessExclusiveLock"}
+    assert all(check["ok"] for check in document["checks"].values()), document["checks"]
+    assert execute_sql(release_n_source, CHECKSUM.format(key="id", table="widgets")) == before
+    assert scratch_databases(pg_server, prefix) == []
+
+
+def test_the_report_has_a_section_per_phase(release_n_source, phased_repo, prefix):
+    proc = from_url(release_n_source, prefix, repo=phased_repo)
+
+    assert proc.returncode == 0, proc.stderr
+    report = proc.stdout
+    assert "- 2 pending revision(s), to " in report
+    assert "(1 pre-deploy, 1 post-deploy); in the deploy's order" in report
+    sections = ["### 1. Pre-deploy revisions", "### 2. Background migrations",
+                "### 3. Post-deploy revisions", "## Downgrade"]
+    assert [report.index(name) for name in sections] == sorted(
+        report.index(name) for name in sections)
+    pre, backfills, post = (report.split(name, 1)[1].split("\n### ", 1)[0].split("\n## ")[0]
+                            for name in sections[:3])
+    assert f"| `{POST_EXPAND}` |" in pre and POST_CONTRACT not in pre
+    assert f"| `{POST_CONTRACT}` |" in post and POST_EXPAND not in post
+    row = next(line for line in backfills.splitlines() if line.startswith(f"| `{POST_BACKFILL}`"))
+    assert row.startswith(f"| `{POST_BACKFILL}` | `{POST_EXPAND}` | widgets | upgrade | 3000 |")
+    assert row.endswith("| done |")
+    assert "require widget code (post-deploy)" in table_row(report, POST_CONTRACT, "## Downgrade")
+
+
+def test_a_pending_expand_that_needs_a_pending_contract_is_refused(release_n_source,
+                                                                   phased_repo, tmp_path,
+                                                                   prefix, pg_server):
+    repo = shutil.copytree(phased_repo, tmp_path / "repo", symlinks=True)
+    write_revision(repo, "ffff00000001", POST_EXPAND, "needs the contract",
+                   stamp="20261230_1000", depends_on=POST_CONTRACT)
+
+    proc = from_url(release_n_source, prefix, "--json", "-", repo=repo)
+
+    assert proc.returncode == 1, proc.stderr
+    document = json.loads(proc.stdout)
+    assert document["problems"] == [
+        f"the pre-deploy revisions need post-deploy revision(s) {POST_CONTRACT} first, and a "
+        "start never applies those: run `flask migrations post-deploy` with the release that "
+        "brought them, then rehearse this one"]
+    assert document["steps"] == []
+    assert scratch_databases(pg_server, prefix) == []

@@ -12,9 +12,9 @@ from alembic.script import ScriptDirectory
 
 from backend.config import parse_database_url
 from backend.migrate import LifecycleError
-from backend.migrate.phases import read_phases
 from migration_tools.conflicts.hosts import is_local_host, non_local_hosts
 from migration_tools.conflicts.plan import reparent_source
+from testkit.harness import phases
 from testkit.support import FIXTURE_REVISIONS, fixture_project, write_revision
 from tests.conftest import child_env, execute_sql, run_flask
 
@@ -330,10 +330,6 @@ def add_post_revision(repo: Path, rev: str, parent: str | None, stamp: str,
     return write_revision(repo, rev, parent, f"contract {rev}", stamp=stamp,
                           branch_labels=("post",) if parent is None else None,
                           depends_on=depends_on)
-
-
-def phases(repo: Path):
-    return read_phases(ScriptDirectory(str(repo / "migrations")))
 
 
 def test_two_pre_deploy_heads_beside_a_post_deploy_head_merge_without_it(repo, fixture_db):
