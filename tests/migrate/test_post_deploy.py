@@ -218,3 +218,25 @@ def test_the_entrypoint_serves_and_says_what_waits_for_post_deploy(repo, fixture
     log = (tmp_path / "out.log").read_text()
     assert (f"1 post-deploy revision(s) wait: {CONTRACT}; run `flask migrations post-deploy`"
             in log)
+
+
+def test_the_previous_release_serves_on_a_schema_its_successor_contracted(tmp_path,
+                                                                          fixture_db):
+    # Arrange: N+1 deployed, backfilled and contracted; then a rollback to N's code
+    old = fixture_project(tmp_path / "n")
+    new = fixture_project(tmp_path / "n-plus-1")
+    add_post_deploy_branch(new)
+    run_flask(["db", "upgrade"], fixture_db, cwd=new)
+    run_flask(["migrations", "backfill", "run"], fixture_db, cwd=new)
+    run_flask(["migrations", "post-deploy"], fixture_db, cwd=new)
+
+    # Act: N starts (its upgrade is a no-op on a schema ahead of it) and answers readiness
+    started = run_flask(["db", "upgrade"], fixture_db, cwd=old)
+    status, ready = app_get(old, fixture_db, "/readyz")
+
+    # Assert: ready, ahead (alembic_version's contract stands for N+1's expand too), nothing
+    # of N's pending
+    assert "the database is ahead of this code" in started.stderr
+    assert status == 200, ready
+    assert ready["ahead"] == [CONTRACT] and ready["pending"] == []
+    assert ready["post_deploy_pending"] == []
