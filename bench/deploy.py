@@ -1,15 +1,19 @@
 """Benchmark 8: a rolling deploy under load, from N to N+1 and back to N.
 
-testkit/rollout.py's harness, with more clients and rows than the suite uses: two replicas of
-N (the fixture application, ``widgets``) serve a read/write mix; a replica of N+1 (three
-expand revisions on ``widgets``: a column, a concurrent index, and a backfill registered as a
-background migration) starts, migrates and becomes ready; ``flask migrations backfill run``
-starts then and works through the table while the N replicas leave rotation and stop one by
-one and a second N+1 replica joins; then N starts again on the new schema (a code rollback).
-Reported: failed requests (target 0), latency during the deploy against steady state before
-it (target: p99 within 2x), seconds from N+1's start to its first ready answer (its
-migration included: before the backfill became a background migration it ran there, a
-median of 70 s at 500,000 rows), and the runner's time.
+testkit/rollout.py's harness, with more clients and rows than the suite uses, through the
+sequence expand -> background backfill -> contract: two replicas of N (the fixture
+application, ``widgets``) serve a read/write mix; a replica of N+1 (three expand revisions
+on ``widgets``: a column, a concurrent index, and a backfill registered as a background
+migration) starts, migrates and becomes ready; ``flask migrations post-deploy`` is tried
+once and refused (the backfill is not done); ``flask migrations backfill run`` starts then
+and works through the table while the N replicas leave rotation and stop one by one and a
+second N+1 replica joins; once N is gone and the runner is done, ``flask migrations
+post-deploy`` applies N+1's contract (a CHECK added NOT VALID, then validated) under
+traffic; then N starts again on the contracted schema (a code rollback).
+Reported: failed requests through all of it (target 0), latency during the deploy against
+steady state before it (target: p99 within 2x), seconds from N+1's start to its first ready
+answer (its migration included: before the backfill became a background migration it ran
+there, a median of 70 s at 500,000 rows), the runner's time and the post-deploy step's.
 """
 
 from __future__ import annotations
@@ -66,6 +70,14 @@ def _one(ctx: Context, rows: int, rnd: int) -> dict[str, float]:
     if ran is None or ran.exit_code != 0:
         raise BenchError("N+1's backfill did not complete during the deploy:\n"
                          + (ran.log.read_text()[-2000:] if ran else "it never started"))
+    early = rollout.early_post_deploy
+    if early is None or early.exit_code != 1:
+        raise BenchError("post-deploy before the backfill was not refused:\n"
+                         + (early.output[-2000:] if early else "it never ran"))
+    post = rollout.post_deploy
+    if post is None or post.exit_code != 0:
+        raise BenchError("N+1's contract was not applied after the deploy:\n"
+                         + (post.output[-2000:] if post else "post-deploy never ran"))
     start, end = rollout.deploy_start, rollout.deploy_end
     steady = _latencies(traffic, start - STEADY, start)
     during = _latencies(traffic, start, end)
@@ -77,7 +89,8 @@ def _one(ctx: Context, rows: int, rnd: int) -> dict[str, float]:
             "deploy_p99_ms": percentile(during, 99) * 1000,
             "left_rotation_early": len(fleet.not_ready_while_serving),
             "backfill_seconds": ran.ended - ran.started,
-            "backfill_past_deploy": max(0.0, ran.ended - end)}
+            "backfill_past_deploy": max(0.0, ran.ended - end),
+            "post_deploy_seconds": post.ended - post.started}
 
 
 def run(ctx: Context) -> BenchResult:
@@ -91,8 +104,11 @@ def run(ctx: Context) -> BenchResult:
               f"read/write mix sent only to ready replicas, {rows:,} widgets; N+1's three "
               "expand revisions run on start (a column, a concurrent index, a backfill "
               "registered as a background migration); once N+1's first replica is ready, "
+              "`flask migrations post-deploy` is refused (the backfill is not done) and "
               "`flask migrations backfill run` works through the table while the N replicas "
-              "leave rotation and stop one by one; then N starts again on the new schema. "
+              "leave rotation and stop one by one; once N is gone and the runner is done, "
+              "`flask migrations post-deploy` applies N+1's contract (a CHECK added NOT "
+              "VALID, then validated); then N starts again on the contracted schema. "
               f"{rounds} round(s); median (min-max). Plain here is the steady state before "
               "the deploy."),
         ours_label="during the deploy",
@@ -104,7 +120,8 @@ def run(ctx: Context) -> BenchResult:
         log(f"deploy: round {rnd + 1}/{rounds}: {runs[-1]['failed']} failed of "
             f"{runs[-1]['requests']}, N+1 ready in {runs[-1]['to_ready']:.1f}s, p99 "
             f"{runs[-1]['deploy_p99_ms']:.0f} ms vs {runs[-1]['steady_p99_ms']:.0f} ms steady, "
-            f"backfill {runs[-1]['backfill_seconds']:.1f}s")
+            f"backfill {runs[-1]['backfill_seconds']:.1f}s, "
+            f"post-deploy {runs[-1]['post_deploy_seconds']:.1f}s")
 
     def col(key: str) -> list[float]:
         return [r[key] for r in runs]
@@ -125,13 +142,17 @@ def run(ctx: Context) -> BenchResult:
             "—", "—", "—", None),
         Row("N+1's backfill: `flask migrations backfill run`, start to exit, beside the deploy",
             summarize(col("backfill_seconds")), "—", "—", "—", None),
+        Row("N+1's contract: `flask migrations post-deploy`, start to exit, under traffic",
+            summarize(col("post_deploy_seconds")), "—", "—", "—", None),
     ]
     result.notes = [
         f"Requests sent in all rounds: {sum(col('requests')):,.0f}; N replicas that left "
         f"rotation before they were stopped: {sum(col('left_rotation_early')):.0f}.",
-        "The runner starts as soon as N+1's first replica answers ready; it ran past the "
-        f"last N's stop by {summarize(col('backfill_past_deploy')).fmt(1, 's')}, so the "
-        "latency 'during the deploy' covers the backfill where they overlapped.",
+        "The runner starts once N+1's first replica answers ready and post-deploy has been "
+        "refused; it ran past the last N's stop by "
+        f"{summarize(col('backfill_past_deploy')).fmt(1, 's')}, so the latency 'during the "
+        "deploy' covers the backfill where they overlapped. The contract comes after that "
+        "window; the failed requests count it and the rollback too.",
         f"Client, replicas, runner and PostgreSQL share the same {os.cpu_count()} cores; "
         f"load average (1, 5, 15 min) at this benchmark's start: {load_start}, at its end: "
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}.",

@@ -7,9 +7,12 @@ Release N is the fixture application (``widgets``, tests/apps/fixture), not what
 application the checkout holds: the deploy proves the serving machinery, so it keeps
 proving it when a team replaces the example.
 
-N+1's data change is a background migration: its revision only registers the backfill, so
-N+1's start does not grow with the table, and the deploy runs ``flask migrations backfill
-run`` once N+1's first replica is ready, while both releases serve.
+N+1's change goes expand -> background backfill -> contract. Its data change is a background
+migration: its revision only registers the backfill, so N+1's start does not grow with the
+table, and the deploy runs ``flask migrations backfill run`` once N+1's first replica is
+ready, while both releases serve. Its contract is a post-deploy revision (the root of the
+``post`` branch): the start never applies it; ``flask migrations post-deploy`` does, once
+the N replicas are gone and the runner is done, with traffic still on.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
+from backend.migrate.phases import POST
 from testkit.support import (
     VENV_BIN,
     ClientThreads,
@@ -71,6 +75,30 @@ NEXT_REVISIONS = (
      f'unregister_backfill({BACKFILL!r})'),
 )
 
+# N+1's contract, a post-deploy revision: the root of the ``post`` branch, depending on the
+# revision that registers the backfill. It finishes the backfill (a no-op once the runner is
+# done; `flask migrations post-deploy` refuses before it while the runner is not), then ties
+# every weight to its name with a CHECK: added NOT VALID (a moment's ACCESS EXCLUSIVE lock, no
+# scan) and validated in a statement of its own (the scan, under SHARE UPDATE EXCLUSIVE, with
+# reads and writes going on), each committed on its own so no lock outlives its statement.
+# Why not NOT NULL, where a backfill usually leads: the deploy rolls back to N afterwards,
+# and N inserts rows without probe_weight, so under NOT NULL every write N makes would fail
+# (and a row N wrote during the deploy after the runner had passed its key, NULL still, would
+# fail the VALIDATE). A contract N cannot live with waits until no rollback to N is
+# possible, a release later. This one N tolerates: NULL passes, and N never changes a name.
+CONTRACT = "e0e0e0e00004"
+CONTRACT_CHECK = "ck_widgets_probe_weight"
+CONTRACT_IMPORTS = "from backend.migrate.background import finish_backfill\n"
+CONTRACT_UPGRADE = (
+    f"finish_backfill({BACKFILL!r})\n"
+    "with op.get_context().autocommit_block():\n"
+    f"    op.execute('ALTER TABLE widgets DROP CONSTRAINT IF EXISTS {CONTRACT_CHECK}')"
+    "  # a retry's\n"
+    f"    op.execute('ALTER TABLE widgets ADD CONSTRAINT {CONTRACT_CHECK} '\n"
+    "               'CHECK (probe_weight IS NULL OR probe_weight = length(name)) NOT VALID')\n"
+    f"    op.execute('ALTER TABLE widgets VALIDATE CONSTRAINT {CONTRACT_CHECK}')")
+CONTRACT_DOWNGRADE = f"op.execute('ALTER TABLE widgets DROP CONSTRAINT IF EXISTS {CONTRACT_CHECK}')"
+
 # N+1's code: the model gains the column and fills it on every insert, whichever route
 # writes, so that no row N+1 writes needs the backfill. (Rows N writes meanwhile stay NULL
 # until a runner reaches them: what the contract step after N is gone must account for.)
@@ -110,9 +138,13 @@ def _extend(path: Path, anchor: str, replacement: str) -> None:
 
 
 def next_release(dest: Path) -> Path:
-    """Release N+1: release N plus the expand revisions above, and code that writes the new
-    column on every insert (the background migration only fixes the rows written before)."""
+    """Release N+1: release N plus the expand revisions above, the post-deploy contract
+    (:data:`CONTRACT`), and code that writes the new column on every insert (the background
+    migration only fixes the rows written before)."""
     repo = add_revisions(release(dest), NEXT_REVISIONS)
+    write_revision(repo, CONTRACT, None, "check widget weights", upgrade=CONTRACT_UPGRADE,
+                   downgrade=CONTRACT_DOWNGRADE, imports=CONTRACT_IMPORTS,
+                   branch_labels=(POST,), depends_on=NEXT_REVISIONS[-1][0])
     models = repo / "backend/models/__init__.py"
     _extend(models, _MODEL_ANCHOR, _MODEL_ANCHOR + _MODEL_COLUMN)
     _extend(models, _DICT_ANCHOR, _DICT_FIELDS)
@@ -170,6 +202,33 @@ def run_backfill(repo: Path, url: URL, log: Path, name: str = BACKFILL,
     finally:
         stop(proc)
     return BackfillRun(started, ended, proc.returncode, progress, log)
+
+
+@dataclass
+class CommandRun:
+    """One run of a ``flask`` command to its exit."""
+
+    started: float  # time.monotonic(), as Traffic's outcomes
+    ended: float
+    exit_code: int
+    output: str  # stdout and stderr, interleaved as written
+
+
+def run_post_deploy(repo: Path, url: URL, log: Path, timeout: float = 300) -> CommandRun:
+    """``flask migrations post-deploy`` in ``repo`` on ``url``, to its exit, as an operator
+    (or a Job) runs it once every replica serves the release: in its own process group, so
+    that a timeout stops all of it."""
+    flask = shutil.which("flask", path=VENV_BIN) or "flask"
+    started = time.monotonic()
+    with log.open("w") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([flask, "migrations", "post-deploy"], cwd=repo,
+                                env=child_env(url), stdout=out, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+    try:
+        code = proc.wait(timeout=timeout)
+    finally:
+        stop(proc)
+    return CommandRun(started, time.monotonic(), code, log.read_text())
 
 
 @dataclass
@@ -271,6 +330,10 @@ class Rollout:
     exit_codes: list[int]
     rollback_readyz: tuple[int, str]
     backfill: BackfillRun | None = None  # the runner's run during the deploy
+    # `flask migrations post-deploy` once N+1's first replica was ready, before the runner
+    # started (refused: the backfill is not done), then once the deploy and the runner were.
+    early_post_deploy: CommandRun | None = None
+    post_deploy: CommandRun | None = None
 
 
 def serve_release(fleet: Fleet, repo: Path, names: tuple[str, ...] = ("n-1", "n-2")) -> None:
@@ -286,14 +349,22 @@ def roll(fleet: Fleet, old: Path, new: Path, steady: float = 1.0,
     are, then N+1 replaces them one by one, then ``old`` starts again on the new schema.
 
     Once N+1's first replica is ready its revision has registered the backfill, so (with
-    ``backfill``) the runner starts then, beside the replicas being replaced, as a Job or
-    an operator would run it after the deploy's migration; the rollback waits for its end.
+    ``backfill``) ``flask migrations post-deploy`` is tried once, too early (it must refuse:
+    the contract relies on the backfill), then the runner starts, beside the replicas being
+    replaced, as a Job or an operator would run it after the deploy's migration. Once the
+    N replicas are gone and the runner is done, ``flask migrations post-deploy`` applies
+    the contract while N+1 serves; the rollback to N comes after it, on the contracted
+    schema. Without ``backfill`` both post-deploy runs are left out: they could only be
+    refused.
     """
     time.sleep(steady)
     start = time.monotonic()
+    early = post = None
     with ThreadPoolExecutor(max_workers=1) as pool:
         fleet.start("next-1", new)
         to_ready = fleet.wait_ready("next-1", timeout=300)
+        if backfill:
+            early = run_post_deploy(new, fleet.url, fleet.workdir / "post-deploy-early.log")
         runner = pool.submit(run_backfill, new, fleet.url,
                              fleet.workdir / "backfill.log") if backfill else None
         codes = [fleet.retire("n-1")]
@@ -302,11 +373,13 @@ def roll(fleet: Fleet, old: Path, new: Path, steady: float = 1.0,
         codes.append(fleet.retire("n-2"))
         end = time.monotonic()
         ran = runner.result() if runner is not None else None
+    if ran is not None and ran.exit_code == 0:
+        post = run_post_deploy(new, fleet.url, fleet.workdir / "post-deploy.log")
     fleet.start("n-again", old)
     fleet.wait_ready("n-again")
     readyz = http_get(fleet.replicas["n-again"].port, "/readyz")
     time.sleep(1)
-    return Rollout(start, end, to_ready, codes, readyz, ran)
+    return Rollout(start, end, to_ready, codes, readyz, ran, early, post)
 
 
 class Traffic(ClientThreads):
