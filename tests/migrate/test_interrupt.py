@@ -24,9 +24,12 @@ SLEEP = 30  # the revision's statement would take this long if not cancelled
 
 
 def wait_for_statement(url, text: str, timeout: float = 30) -> None:
+    """Until a statement like ``text`` runs in this test's database: pg_stat_activity lists
+    every database's sessions, idle ones with the last statement they ran."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if execute_sql(url, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE %s "
+                            "AND state = 'active' AND datname = current_database() "
                             "AND pid <> pg_backend_pid()", (f"%{text}%",))[0][0]:
             return
         time.sleep(0.05)
