@@ -1,11 +1,14 @@
 """gunicorn settings, from the service's ``Config`` (every setting checked before anything)."""
 
+import atexit
+import fcntl
+import glob
 import os
+import shutil
 import sys
+import tempfile
 
 from backend.config import Config, ConfigError
-from backend.migrate.prestart import prepare_to_serve
-from backend.serving.worker import prepare_worker
 
 # A malformed setting is one line and exit 2, before anything loads or migrates.
 try:
@@ -13,6 +16,72 @@ try:
 except ConfigError as exc:
     print(f"refusing to start: {exc}", file=sys.stderr)
     raise SystemExit(2) from None
+
+# /metrics adds up what every process wrote (backend/serving/metrics.py): prometheus_client's
+# multiprocess mode, whose directory must be named before any process imports it. The app,
+# loaded after this file, imports it; so the directory is made here, in the master, once
+# per start, and every worker inherits the variable. It lives under TMPDIR (/tmp by
+# default: the one writable path of a read-only container). The master holds a lock on it
+# while it lives and removes it as it exits; a master that could not (SIGKILL, a container
+# killed) leaves its directory unlocked, and the next start under the same TMPDIR removes it.
+_METRICS_PREFIX = "backend-metrics-"
+_METRICS_OWNER = ".owner"
+_METRICS_MASTER = "BACKEND_METRICS_MASTER_PID"
+
+
+def _remove_abandoned_metrics(base: str) -> None:
+    for path in glob.glob(os.path.join(base, _METRICS_PREFIX + "*")):
+        try:
+            fd = os.open(os.path.join(path, _METRICS_OWNER), os.O_RDONLY)
+        except OSError:
+            continue  # not one of ours, or another user's
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # its master still runs
+        finally:
+            os.close(fd)  # releases the lock, if it was taken
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _metrics_directory() -> str:
+    """A fresh directory, locked before its name can be seen by another start's clean-up:
+    made under a name that clean-up ignores, then renamed. gunicorn reads this file again
+    on SIGHUP: the master then keeps the directory it made."""
+    made = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if os.environ.get(_METRICS_MASTER) == str(os.getpid()) and os.path.isdir(made):
+        return made
+    base = tempfile.gettempdir()
+    _remove_abandoned_metrics(base)
+    staging = tempfile.mkdtemp(prefix="." + _METRICS_PREFIX, dir=base)
+    owner = os.open(os.path.join(staging, _METRICS_OWNER), os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(owner, fcntl.LOCK_EX)  # held until this process (and its workers) end
+    path = os.path.join(base, os.path.basename(staging)[1:])
+    os.rename(staging, path)
+    master = os.getpid()
+
+    def remove() -> None:
+        if os.getpid() == master:  # workers leave through sys.exit too, and keep it
+            shutil.rmtree(path, ignore_errors=True)
+
+    atexit.register(remove)
+    os.environ[_METRICS_MASTER] = str(master)
+    return path
+
+
+try:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_directory()
+except OSError as exc:
+    print(f"refusing to start: cannot make the metrics directory under "
+          f"{tempfile.gettempdir()} (set TMPDIR to a writable directory): {exc}",
+          file=sys.stderr)
+    raise SystemExit(2) from None
+
+# Only now: these import the app's modules, and with them prometheus_client.
+from prometheus_client import multiprocess  # noqa: E402
+
+from backend.migrate.prestart import prepare_to_serve  # noqa: E402
+from backend.serving.worker import prepare_worker  # noqa: E402
 
 bind = f"0.0.0.0:{settings.port}"
 workers = settings.web_concurrency
@@ -45,6 +114,13 @@ def on_starting(server) -> None:
 def post_fork(server, worker) -> None:
     """In each new worker (the first ones and every re-fork): bound every database wait."""
     prepare_worker(server.app.wsgi())
+
+
+def child_exit(server, worker) -> None:
+    """In the master, once a worker has gone (stopped, killed or timed out): its gauges
+    of live processes (connections in use, the breaker) go with it. Its counters stay: the
+    requests it answered were answered."""
+    multiprocess.mark_process_dead(worker.pid)
 
 
 # No control socket: nothing here uses gunicornc, and the home directory may be read-only.

@@ -29,7 +29,7 @@ def create_app(config: Config | None = None) -> Flask:
     from backend.cli import migrations_cli
     from backend.extensions import db, migrate
     from backend.logs import configure_logging
-    from backend.serving import body, outage
+    from backend.serving import body, metrics, outage
     from backend.serving.engine import engine_options, forbid_inherited_connections
     from backend.serving.health import health
 
@@ -48,6 +48,7 @@ def create_app(config: Config | None = None) -> Flask:
     db.init_app(app)
     with app.app_context():
         forbid_inherited_connections(db.engine)
+    metrics.init_app(app)  # first: its clock starts before any other hook can answer
     outage.init_app(app)
     body.init_app(app)
     migrate.init_app(
@@ -55,6 +56,7 @@ def create_app(config: Config | None = None) -> Flask:
         compare_type=True, compare_server_default=True, render_as_batch=False,
     )
     app.register_blueprint(health)
+    app.register_blueprint(metrics.blueprint)
     application.init_app(app)
     app.cli.add_command(migrations_cli)
     return app

@@ -41,6 +41,7 @@ from backend.migrate.revisions import (
     unknown_reason,
 )
 from backend.postgres import describe_error
+from backend.serving.metrics import REVISION_SECONDS
 
 log = logging.getLogger("backend.migrations")
 LOCK_NOT_AVAILABLE = "55P03"
@@ -78,6 +79,7 @@ class RevisionRecorder:
         self.applied.append(ident)
         message = script.doc if script is not None else ""
         verb = "applied" if step.is_upgrade else "rolled back"
+        REVISION_SECONDS.labels("up" if step.is_upgrade else "down").observe(elapsed)
         log.info("%s %s (%s) in %.3fs", verb, ident, message, elapsed,
                  extra={"fields": {"event": "revision", "revision": ident, "message": message,
                                    "direction": "up" if step.is_upgrade else "down",

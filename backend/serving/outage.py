@@ -27,6 +27,7 @@ from sqlalchemy import exc as sa_exc
 
 from backend.extensions import db
 from backend.postgres import describe_error
+from backend.serving.metrics import CIRCUIT_OPEN, CIRCUIT_REJECTIONS
 
 log = logging.getLogger("backend.serving.outage")
 
@@ -78,6 +79,7 @@ class Circuit:
         with self._lock:
             first = not self.reason
             self.reason = reason
+            CIRCUIT_OPEN.set(1)
             self._retry_at = time.monotonic() + self.cooldown
         if first:
             log.warning("database unavailable: %s; answering 503 until it is back", reason)
@@ -85,6 +87,7 @@ class Circuit:
     def recovered(self) -> None:
         with self._lock:
             was, self.reason, self._retry_at = self.reason, "", 0.0
+            CIRCUIT_OPEN.set(0)
             rejected, self._rejected = self._rejected, 0
         if was:
             log.warning("database available again (%d request(s) answered 503 meanwhile)",
@@ -92,6 +95,7 @@ class Circuit:
 
     def _count_rejection(self, now: float) -> None:
         self._rejected += 1
+        CIRCUIT_REJECTIONS.inc()
         if now >= self._summary_at:
             self._summary_at = now + SUMMARY_EVERY
             log.warning("database unavailable: %d request(s) answered 503 so far: %s",
@@ -153,8 +157,9 @@ def _ping() -> None:
 
 def _admit() -> None:
     """While the database is known down, answer 503 at once, on every route of the
-    application (whatever blueprints it registers); the health probes say so themselves."""
-    if request.blueprint != "health":
+    application (whatever blueprints it registers); the health probes and /metrics say so
+    themselves."""
+    if request.blueprint not in ("health", "metrics"):
         circuit.admit(_ping)
 
 
