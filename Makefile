@@ -44,7 +44,7 @@ $(MANIFEST_STAMP): requirements-manifests.lock
 #   checkov.io/skip1: CKV_K8S_xx=why
 lint: install $(MANIFEST_STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/shellcheck -x entrypoint.sh scripts/*.sh .ci/run
+	$(BIN)/shellcheck -x entrypoint.sh scripts/*.sh deploy/compose/*.sh .ci/run
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml \
 		docker-compose.override.yml

@@ -6,8 +6,11 @@
 # listed file must exist, and each resource must pass `kubernetes-validate --strict` against
 # the schema of KUBERNETES_VERSION (unknown or misspelt fields, wrong types, a kind the
 # schema does not know). With `kustomize` or `kubectl` on PATH, each built kustomization is
-# validated too. The schemas ship inside the kubernetes-validate package: nothing is
-# downloaded. Exit 1 on a finding, 2 when the check cannot run.
+# validated too. A kustomize Component (migrate-on-start/) holds patches, not resources:
+# the files its patches name must exist, and it is validated as built onto the folder
+# above it, as an overlay would use it (with kustomize or kubectl only). The schemas ship
+# inside the kubernetes-validate package: nothing is downloaded. Exit 1 on a finding, 2
+# when the check cannot run.
 # MANIFEST_TOOLS names the venv of requirements-manifests.lock (`make lint` makes it).
 set -euo pipefail
 # shellcheck source=scripts/_common.sh
@@ -49,17 +52,46 @@ validate() {
     [ "$rc" -eq 0 ] && ! grep -q '^WARN' <<<"$output"
 }
 
-# The resources a kustomization.yaml lists, one per line.
+# The kind of a kustomization.yaml: Kustomization (the default) or Component.
+kind_of() {
+    "$TOOLS/bin/python" -c '
+import sys, yaml
+print((yaml.safe_load(open(sys.argv[1])) or {}).get("kind") or "Kustomization")' "$1"
+}
+
+# The files a kustomization.yaml lists, one per line: its resources, or a component's
+# patch files.
 listed_in() {
     "$TOOLS/bin/python" -c '
 import sys, yaml
-for entry in (yaml.safe_load(open(sys.argv[1])) or {}).get("resources") or []:
+doc = yaml.safe_load(open(sys.argv[1])) or {}
+if doc.get("kind") == "Component":
+    entries = [patch["path"] for patch in doc.get("patches") or [] if "path" in patch]
+else:
+    entries = doc.get("resources") or []
+for entry in entries:
     print(entry)' "$1"
+}
+
+# A component built onto the folder above it, the way an overlay names both.
+build_component() {
+    local dir="$1" overlay
+    overlay="$(mktemp -d "$scratch/overlay.XXXXXX")"
+    cat >"$overlay/kustomization.yaml" <<YAML
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - $(realpath --relative-to="$overlay" "$(dirname "$dir")")
+components:
+  - $(realpath --relative-to="$overlay" "$dir")
+YAML
+    "${build[@]}" "$overlay"
 }
 
 status=0
 while IFS= read -r kustomization; do
     dir="$(dirname "$kustomization")"
+    kind="$(kind_of "$kustomization")"
     mapfile -t listed < <(listed_in "$kustomization")
     files=()
     for entry in "${listed[@]}"; do
@@ -73,10 +105,26 @@ while IFS= read -r kustomization; do
     for path in "$dir"/*.yaml "$dir"/*.yml; do
         [ -e "$path" ] && [ "$(basename "$path")" != kustomization.yaml ] || continue
         if ! printf '%s\n' "${listed[@]}" | grep -qxF "$(basename "$path")"; then
-            say "$path is not listed under resources: in $kustomization"
+            say "$path is not listed in $kustomization (resources:, or a component's patches:)"
             status=1
         fi
     done
+    if [ "$kind" = Component ]; then
+        # Its patches are partial resources: only the result of building it means anything.
+        if [ "${#build[@]}" -eq 0 ]; then
+            say "$dir: a component, validated only when built (no kustomize or kubectl)"
+            continue
+        fi
+        built="$scratch/$(tr / _ <<<"$dir").yaml"
+        say "$dir: a component, built onto $(dirname "$dir") with ${build[*]}"
+        if ! build_component "$dir" >"$built"; then
+            say "${build[*]} with the component $dir failed"
+            status=1
+        else
+            validate "$built" || status=1
+        fi
+        continue
+    fi
     if [ "${#files[@]}" -eq 0 ]; then
         say "$kustomization lists no resources"
         status=1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -20,10 +21,50 @@ from pathlib import Path
 
 from testkit.support import ROOT, fixture_project, free_port, http_get, write_revision
 
-# The database password every test uses: the suite checks it never shows in any log.
+# The passwords every test gives the roles (docker-compose.yml): the runtime role ``app``
+# (PASSWORD), the owner ``app_owner`` and the superuser. The suite checks none of them ever
+# shows in a log.
 PASSWORD = "Pg-S3cret-Word"
+OWNER_PASSWORD = "0wner-S3cret-Word"
+SUPERUSER_PASSWORD = "Super-S3cret-Word"
+ENV_FILE_VALUES = {"POSTGRES_PASSWORD": SUPERUSER_PASSWORD, "APP_OWNER_PASSWORD": OWNER_PASSWORD,
+                   "APP_PASSWORD": PASSWORD}
+# The two roles' URLs inside a compose project's network, as docker-compose.yml writes them.
+RUNTIME_URL = f"postgresql://app:{PASSWORD}@db:5432/app"
+OWNER_URL = f"postgresql://app_owner:{OWNER_PASSWORD}@db:5432/app"
+# What a role may do, asked from inside a backend container (``python -c ROLE_CHECK VARIABLE
+# STATEMENT...``) with the URL in the environment variable VARIABLE: a JSON object with the
+# role's name ("current_user") and each statement's answer, "allowed" or "refused" (for want
+# of a privilege), every one rolled back.
+ROLE_CHECK = """
+import json, os, sys
+import psycopg2
+from psycopg2 import errors
+conn = psycopg2.connect(os.environ[sys.argv[1]])
+answers = {}
+with conn.cursor() as cur:
+    cur.execute("SELECT current_user")
+    answers["current_user"] = cur.fetchone()[0]
+for statement in sys.argv[2:]:
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+        answers[statement] = "allowed"
+    except errors.InsufficientPrivilege:
+        answers[statement] = "refused"
+    conn.rollback()
+print(json.dumps(answers))
+"""
+# What the runtime role must be refused, and what it must be allowed, on the fixture's tables.
+SCHEMA_AND_RECORDS = ("CREATE TABLE intruder (id int)", "DELETE FROM alembic_version")
+ROWS = ("INSERT INTO widgets (name, size) VALUES ('w', 1)", "DELETE FROM widgets")
+# The sessions other than the asking one connected to the current database, by role.
+SESSION_ROLES = ("SELECT coalesce(string_agg(DISTINCT usename, ',' ORDER BY usename), '') "
+                 "FROM pg_stat_activity WHERE datname = current_database() "
+                 "AND backend_type = 'client backend' AND pid <> pg_backend_pid()")
 CONTAINER_FILES = ("Dockerfile", "docker-compose.yml", "docker-compose.override.yml",
-                   ".dockerignore", "requirements.lock", "requirements-dev.lock")
+                   ".dockerignore", ".env.example", "deploy/compose/db-roles.sh",
+                   "requirements.lock", "requirements-dev.lock")
 
 
 @functools.cache
@@ -49,15 +90,18 @@ def docker(*args: str, check: bool = True, timeout: float = 300) -> subprocess.C
 class Project:
     """One compose project on a copy of the repository."""
 
-    def __init__(self, repo: Path, production: bool) -> None:
+    def __init__(self, repo: Path, production: bool, env_file: bool = True) -> None:
         self.repo = repo
         self.name = f"t{uuid.uuid4().hex[:10]}"
         self.port = free_port()
         # Production is the image as built: docker-compose.yml alone, as docs/operations.md says.
         self.files = ["-f", "docker-compose.yml"] if production else []
+        # The passwords come from the .env a user writes (the README's step), not from here.
         self.env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                     "HOME": str(Path.home()), "BACKEND_PORT": str(self.port),
-                    "POSTGRES_PASSWORD": PASSWORD, "COMPOSE_PROJECT_NAME": self.name}
+                    "COMPOSE_PROJECT_NAME": self.name}
+        if env_file:
+            write_env_file(repo)
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 900,
                  as_printed: bool = False) -> subprocess.CompletedProcess:
@@ -77,8 +121,10 @@ class Project:
         return self("exec", "-T", service, *command, check=check, as_printed=as_printed)
 
     def sql(self, statement: str) -> str:
-        """One statement through psql in the db container; its rows, unaligned."""
-        return self.exec("db", "psql", "-U", "app", "-d", "app", "-Atc", statement).stdout.strip()
+        """One statement through psql in the db container, as the superuser; its rows,
+        unaligned."""
+        return self.exec("db", "psql", "-U", "postgres", "-d", "app", "-Atc", statement
+                         ).stdout.strip()
 
     def logs(self, service: str = "backend") -> str:
         proc = self("logs", "--no-color", service)
@@ -124,8 +170,21 @@ def copy_for_containers(dest: Path) -> Path:
     compose need: the containers prove the lifecycle whatever application is in the tree."""
     repo = fixture_project(dest)
     for name in CONTAINER_FILES:
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, repo / name)
     return repo
+
+
+def write_env_file(repo: Path, values: dict[str, str] = ENV_FILE_VALUES) -> Path:
+    """The README's step: .env.example copied to .env, each empty ``NAME=`` line given its
+    value. A name .env.example does not list fails here: the user would not know to set it."""
+    lines = (repo / ".env.example").read_text().splitlines()
+    empty = [match[1] for line in lines if (match := re.fullmatch(r"([A-Z_]+)=", line))]
+    assert sorted(empty) == sorted(values), f".env.example leaves {empty} to fill"
+    path = repo / ".env"
+    path.write_text("".join(f"{line}{values[line[:-1]]}\n" if line[:-1] in empty else
+                            f"{line}\n" for line in lines))
+    return path
 
 
 # Expand -> background backfill -> contract on the fixture's widgets, as

@@ -80,6 +80,11 @@ RUN_BY: list[tuple[str, str]] = [
     (r"flask migrations post-deploy",
      "tests/migrate/test_post_deploy.py::"
      "test_post_deploy_applies_the_contract_once_the_backfill_is_done"),
+    # The README's compose step, run by the container suite (`make test-containers`): a bare
+    # copy is refused, naming the password to set; every other compose test starts from it.
+    (r"cp \.env\.example \.env",
+     "tests/containers/test_compose.py::"
+     "test_without_its_passwords_compose_refuses_to_start_and_names_the_one_missing"),
     # The port, run by CI's swap step (a script, not a test: it runs the suite itself).
     (r"scripts/remove_example\.sh", SWAP),
     (r"cp -R tests/apps/blog/\. \.", SWAP),
@@ -189,8 +194,11 @@ def test_the_test_that_runs_a_command_exists_and_mentions_it(pattern, node):
     # The program the command runs is named in that test's module.
     program = re.sub(r"\\", "", pattern.split(" ")[0].split("(")[0])
     flask_group = "migrations" if pattern.startswith("flask migrations") else "db "
+    # cp: what it copies (the first argument that is not a flag), e.g. tests/apps/blog.
+    copied = next((re.sub(r"\\", "", word).removesuffix("/.") for word in pattern.split(" ")[1:]
+                   if not word.startswith("-")), "")
     needle = {"flask": flask_group, "make": "verify-migrations", "source": ".venv/bin/activate",
-              "cp": "tests/apps/blog"}.get(program, Path(program).name)
+              "cp": copied}.get(program, Path(program).name)
     assert needle in (ROOT / node.split("::")[0]).read_text(), (node, needle)
 
 

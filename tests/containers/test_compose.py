@@ -11,12 +11,21 @@ import time
 from testkit.containers import (
     BACKFILL,
     CONTRACT,
+    ENV_FILE_VALUES,
     EXPAND,
     NEW_ROW_CODE,
-    PASSWORD,
+    OWNER_URL,
+    ROLE_CHECK,
+    ROWS,
+    RUNTIME_URL,
+    SCHEMA_AND_RECORDS,
+    SESSION_ROLES,
+    Project,
+    copy_for_containers,
     docker,
     wait_replica_ready,
     write_backfill_release,
+    write_env_file,
 )
 from testkit.support import FIXTURE_REVISIONS, child_env, head_revision, request, write_revision
 
@@ -37,20 +46,66 @@ def has_column(project, column: str) -> bool:
                        f"table_name = 'widgets' AND column_name = '{column}'") == "1"
 
 
-def test_up_build_migrates_backs_up_and_serves_as_a_non_root_user(project):
+def role_answers(project, variable: str, statements: tuple[str, ...]) -> dict[str, str]:
+    return json.loads(project.exec("backend", "python", "-c", ROLE_CHECK, variable,
+                                   *statements).stdout)
+
+
+def test_up_build_migrates_as_the_owner_and_serves_as_the_runtime_role(project):
     # Act
     project("up", "-d", "--build")
     ready = project.wait_ready()
+    status, _ = request(project.port, "POST", "/api/widgets", {"name": "served"})
+    serving = project.sql(SESSION_ROLES)
+    runtime = role_answers(project, "DATABASE_URL", SCHEMA_AND_RECORDS + ROWS)
+    owner = role_answers(project, "MIGRATION_DATABASE_URL", SCHEMA_AND_RECORDS)
 
-    # Assert
+    # Assert: the owner migrated (and dumped first), the runtime role serves, as uid 10001
     assert ready["current"] == ready["head"] and ready["pending"] == []
     logs = project.logs()
     assert logs.count("applied ") == len(FIXTURE_REVISIONS)
     assert project.exec("backend", "id", "-u").stdout.strip() == "10001"
     dumps = project.exec("backend", "ls", "/backups").stdout.split()
     assert len(dumps) == 1 and dumps[0].endswith(".dump")
-    everything = logs + project.logs("db")
-    assert PASSWORD not in everything and "Pg-S3cret" not in everything
+    assert project.sql("SELECT string_agg(DISTINCT tableowner, ',') FROM pg_tables "
+                       "WHERE schemaname = 'public'") == "app_owner"
+    assert status == 201 and serving == "app"
+    # and the runtime role changes rows, never the schema nor the lifecycle's records
+    assert runtime == {"current_user": "app", **dict.fromkeys(SCHEMA_AND_RECORDS, "refused"),
+                       **dict.fromkeys(ROWS, "allowed")}
+    assert owner == {"current_user": "app_owner",
+                     **dict.fromkeys(SCHEMA_AND_RECORDS, "allowed")}
+    # The superuser is nobody's application role; no password ever reaches a log.
+    assert project.sql("SELECT string_agg(rolname, ',' ORDER BY rolname) FROM pg_roles "
+                       "WHERE rolsuper") == "postgres"
+    everything = logs + project.logs("db") + project.logs("db-roles")
+    for password in ENV_FILE_VALUES.values():
+        assert password not in everything and password[:9] not in everything
+
+
+def test_without_its_passwords_compose_refuses_to_start_and_names_the_one_missing(tmp_path):
+    """No default password: compose stops before anything is built or created, naming the
+    variable and .env, whether .env is missing or copied from .env.example and not filled."""
+    project = Project(copy_for_containers(tmp_path / "repo"), production=True, env_file=False)
+    try:
+        # Act
+        bare = project("up", "-d", "--build", check=False)
+        subprocess.run(["cp", ".env.example", ".env"], cwd=project.repo, check=True)
+        copied = project("up", "-d", "--build", check=False)
+        write_env_file(project.repo)
+        filled = project("config", "--quiet", check=False)
+        created = project("ps", "-a", "-q").stdout.split()
+    finally:
+        project.down()
+
+    # Assert
+    for refused in (bare, copied):
+        assert refused.returncode != 0
+        assert re.search(r"\b(POSTGRES_PASSWORD|APP_OWNER_PASSWORD|APP_PASSWORD)\b.*"
+                         r"set \1 in \.env \(copy \.env\.example\)", refused.stderr
+                         ), refused.stderr
+    assert filled.returncode == 0, filled.stderr
+    assert created == []
 
 
 def test_down_then_up_keeps_the_data(project):
@@ -92,14 +147,16 @@ def test_a_failing_revision_stops_the_container_and_leaves_the_database(project)
 
 
 def test_the_backend_waits_for_a_database_that_starts_late(project):
-    # Arrange: the backend alone first; its database does not exist yet.
+    # Arrange: the database and its roles made, the server stopped; then the backend alone.
     project("build")
+    project("run", "--rm", "db-roles")
+    project("stop", "db")
     project("up", "-d", "--no-deps", "backend")
     time.sleep(4)
     assert project.container()["State"]["Status"] == "running"
 
     # Act
-    project("up", "-d", "db")
+    project("start", "db")
     ready = project.wait_ready()
 
     # Assert
@@ -133,31 +190,27 @@ def test_the_guides_backup_first_with_pg_dump_in_the_db_container(project):
     project("up", "-d", "--build")
     project.wait_ready()
 
-    # Act: the guide's `pg_dump ... > backup.sql`, through compose.
-    dump = project.exec("db", "pg_dump", "-U", "app", "-d", "app").stdout
+    # Act: the guide's `pg_dump ... > backup.sql`, through compose, as the database's owner.
+    dump = project.exec("db", "pg_dump", "-U", "app_owner", "-d", "app").stdout
 
     # Assert
     assert "CREATE TABLE public.widgets" in dump and "alembic_version" in dump
 
 
 def test_three_replicas_started_at_once_one_migrates_all_serve(project):
-    # Arrange: the image and the database, no backend yet.
+    # Arrange: the image, the database and its roles, no backend yet.
     project("build")
-    project("up", "-d", "db")
+    project("run", "--rm", "db-roles")
     network = next(iter(project.container("db")["NetworkSettings"]["Networks"]))
     backend_image = _built_image(project)
-    for _ in range(60):
-        if project.exec("db", "pg_isready", "-U", "app", check=False).returncode == 0:
-            break
-        time.sleep(1)
-    url = f"postgresql://app:{PASSWORD}@db:5432/app"
 
-    # Act: three at once.
+    # Act: three at once, with the two roles' URLs as docker-compose.yml gives them.
     names = [f"{project.name}-replica{i}" for i in range(3)]
     try:
         for name in names:
             docker("run", "-d", "--name", name, "--network", network, "-e",
-                   f"DATABASE_URL={url}", "-e", "WEB_CONCURRENCY=1", backend_image)
+                   f"DATABASE_URL={RUNTIME_URL}", "-e", f"MIGRATION_DATABASE_URL={OWNER_URL}",
+                   "-e", "WEB_CONCURRENCY=1", backend_image)
         logs = {name: wait_replica_ready(name) for name in names}
     finally:
         for name in names:

@@ -1,19 +1,22 @@
 """The Kubernetes manifests' pods, rehearsed with plain ``docker run`` containers.
 
 ``deploy/kubernetes/`` promises how the pods behave: non-root, a read-only root filesystem,
-no capabilities, writes only to their emptyDir and claim mounts; the Job variant migrates
-first and the replicas then serve without migrating; replicas that migrate on start take
-turns, one of them migrates; a revision that fails leaves the old release serving; after a
-rollout the backfill Job (resuming after a SIGTERM) and the post-deploy Job finish a
-contract. No cluster is needed to check that: each pod's settings are read from the
-manifests and turned into ``docker run`` flags (``docker_run_args``), so a change to a
-manifest is rehearsed as written, and a setting the translation does not know fails the
-module instead of being left out. The test plays the kubelet's part: it polls ``/readyz``
-and reads exit codes.
+no capabilities, writes only to their emptyDir and claim mounts; by default the migration
+Job migrates first, as the owner role, and the replicas then serve without migrating, as
+the runtime role, with neither the owner's Secret nor the backups claim; replicas given the
+migrate-on-start component take turns, one of them migrates; a revision that fails leaves
+the old release serving; after a rollout the backfill Job (resuming after a SIGTERM) and the
+post-deploy Job finish a contract. No cluster is needed to check that: each pod's settings
+are read from the manifests (a component's patches merged as kustomize merges them) and
+turned into ``docker run`` flags (``docker_run_args``), so a change to a manifest is
+rehearsed as written, and a setting the translation does not know fails the module instead
+of being left out. The test plays the kubelet's part: it polls ``/readyz`` and reads exit
+codes.
 
-All the tests share one network, one PostgreSQL container and the image built once; each
-test has a database, a backups volume (the claim) and containers of its own, removed after
-it.
+All the tests share one network, one PostgreSQL container (its superuser, the owner role
+and the runtime role, created as docs/operations.md says) and the image built once; each
+test has a database the owner role owns, a backups volume (the claim) and containers of its
+own, removed after it.
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ import contextlib
 import copy
 import itertools
 import json
+import os
 import re
+import shutil
+import subprocess
 import threading
 import time
 import uuid
@@ -36,7 +42,13 @@ from testkit.containers import (
     BACKFILL,
     CONTRACT,
     EXPAND,
+    OWNER_PASSWORD,
     PASSWORD,
+    ROLE_CHECK,
+    ROWS,
+    SCHEMA_AND_RECORDS,
+    SESSION_ROLES,
+    SUPERUSER_PASSWORD,
     copy_for_containers,
     docker,
     wait_replica_ready,
@@ -45,8 +57,12 @@ from testkit.containers import (
 from testkit.support import FIXTURE_REVISIONS, ROOT, http_get, request, write_revision
 
 MANIFESTS = ROOT / "deploy/kubernetes"
-# Created by the operator, never in the repository (kustomization.yaml says how).
-DATABASE_SECRET = "migration-safe-backend-db"
+# Created by the operator, never in the repository (kustomization.yaml says how): the
+# owner role's, for the Jobs (both URLs), and the runtime role's, for the serving pods.
+OWNER_SECRET = "migration-safe-backend-db-owner"
+RUNTIME_SECRET = "migration-safe-backend-db-runtime"
+# The kustomize component an overlay adds to migrate on pod start instead.
+MIGRATE_ON_START = "migrate-on-start"
 # The images serve the fixture application (testkit.containers.copy_for_containers).
 HEAD = FIXTURE_REVISIONS[-1]
 
@@ -59,15 +75,24 @@ POD_KEYS_NOT_REHEARSED = {"automountServiceAccountToken", "enableServiceLinks",
 CONTAINER_KEYS_NOT_REHEARSED = {"name", "imagePullPolicy", "startupProbe", "readinessProbe",
                                 "livenessProbe", "lifecycle"}
 QUANTITY_FACTORS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 10**3, "M": 10**6, "G": 10**9}
+# The merge key of each list a strategic merge patch may merge into (Kubernetes' own);
+# any other list is replaced whole.
+MERGE_KEYS = {"containers": "name", "env": "name", "volumes": "name",
+              "volumeMounts": "mountPath", "ports": "containerPort"}
 
 
 class Unrehearsable(Exception):
     """A manifest asks for something ``docker_run_args`` cannot reproduce with docker."""
 
 
+def load_all(source) -> list[dict]:
+    """Every resource of a YAML file or text."""
+    return [doc for doc in YAML(typ="safe", pure=True).load_all(source) if doc]
+
+
 def load_manifest(name: str) -> dict:
     """The one resource of a manifest file, as Kubernetes reads it."""
-    (resource,) = [doc for doc in YAML(typ="safe", pure=True).load_all(MANIFESTS / name) if doc]
+    (resource,) = load_all(MANIFESTS / name)
     return resource
 
 
@@ -76,11 +101,72 @@ def pod_template(name: str) -> dict:
     return load_manifest(name)["spec"]["template"]["spec"]
 
 
-def stand_ins(url: str, volume: str) -> dict:
-    """What the cluster holds for the pods, by the names they use: the database Secret
-    (``secrets``) and the backups claim of backups-pvc.yaml, a docker volume (``claims``)."""
+def component_patches(name: str) -> list[dict]:
+    """The patches of a kustomize component (inline strategic merge patches only)."""
+    kustomization = load_manifest(f"{name}/kustomization.yaml")
+    _refuse_unknown(kustomization, {"apiVersion", "kind", "patches"}, f"{name}'s kustomization")
+    if kustomization["kind"] != "Component":
+        raise Unrehearsable(f"{name} is a {kustomization['kind']}, not a Component")
+    patches = []
+    for entry in kustomization["patches"]:
+        _refuse_unknown(entry, {"patch"}, f"a patch of {name}")
+        patches += load_all(entry["patch"])
+    return patches
+
+
+def strategic_merge(base: object, patch: object, field: str | None = None) -> object:
+    """``patch`` merged into ``base`` as kustomize merges a strategic merge patch: maps key
+    by key, the lists of MERGE_KEYS item by item on their key, anything else replaced."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        directives = [key for key in patch if key.startswith("$")]
+        if directives:
+            raise Unrehearsable(f"patch directives {directives}: teach strategic_merge them")
+        merged = copy.deepcopy(base)
+        for key, value in patch.items():
+            merged[key] = strategic_merge(base[key], value, key) if key in base else \
+                copy.deepcopy(value)
+        return merged
+    if isinstance(base, list) and isinstance(patch, list) and field in MERGE_KEYS:
+        key, merged = MERGE_KEYS[field], copy.deepcopy(base)
+        for item in patch:
+            at = next((i for i, old in enumerate(merged) if old[key] == item[key]), None)
+            if at is None:
+                merged.append(copy.deepcopy(item))
+            else:
+                merged[at] = strategic_merge(merged[at], item)
+        return merged
+    return copy.deepcopy(patch)
+
+
+def pod_spec(name: str) -> dict:
+    """The pod spec a manifest file names, or, for a component (a folder), the base
+    Deployment's with the component's patches merged in, as an overlay naming both gets."""
+    if name.endswith(".yaml"):
+        return pod_template(name)
+    deployment = load_manifest("deployment.yaml")
+    for patch in component_patches(name):
+        if (patch["kind"], patch["metadata"]["name"]) == (deployment["kind"],
+                                                          deployment["metadata"]["name"]):
+            deployment = strategic_merge(deployment, patch)
+    return deployment["spec"]["template"]["spec"]
+
+
+def secret_refs(pod: dict) -> dict[str, tuple[str, str]]:
+    """Each variable the pod's container reads from a Secret: (the Secret, its key)."""
+    (container,) = pod["containers"]
+    return {entry["name"]: (ref["name"], ref["key"]) for entry in container.get("env", [])
+            if (ref := entry.get("valueFrom", {}).get("secretKeyRef"))}
+
+
+def stand_ins(owner_url: str, runtime_url: str, volume: str) -> dict:
+    """What the cluster holds for the pods, by the names they use: the two database
+    Secrets (``secrets``: the owner's with both URLs, the runtime role's with its own) and
+    the backups claim of backups-pvc.yaml, a docker volume (``claims``)."""
     claim = load_manifest("backups-pvc.yaml")["metadata"]["name"]
-    return {"secrets": {DATABASE_SECRET: {"DATABASE_URL": url}}, "claims": {claim: volume}}
+    return {"secrets": {OWNER_SECRET: {"MIGRATION_DATABASE_URL": owner_url,
+                                       "DATABASE_URL": runtime_url},
+                        RUNTIME_SECRET: {"DATABASE_URL": runtime_url}},
+            "claims": {claim: volume}}
 
 
 def docker_run_args(pod: dict, image: str, secrets: Mapping[str, Mapping[str, str]],
@@ -223,21 +309,26 @@ class Node:
         starting them per test would cost more than the tests themselves."""
         docker("network", "create", self.network)
         docker("run", "-d", "--name", self.db, "--network", self.network, "--network-alias",
-               "db", "--tmpfs", "/var/lib/postgresql/data", "-e", "POSTGRES_USER=app", "-e",
-               f"POSTGRES_PASSWORD={PASSWORD}", "-e", "POSTGRES_DB=app", "postgres:17")
+               "db", "--tmpfs", "/var/lib/postgresql/data", "-e",
+               f"POSTGRES_PASSWORD={SUPERUSER_PASSWORD}", "postgres:17")
         # The image as production builds it (the Dockerfile's last stage), from the same
         # copy of the repository the compose tests build: the layers come from the cache.
         docker("build", "-q", "-t", self.image, str(copy_for_containers(workdir)), timeout=900)
         for _ in range(120):  # over TCP: the image's first-start server listens on a socket
-            if docker("exec", self.db, "pg_isready", "-h", "127.0.0.1", "-U", "app",
+            if docker("exec", self.db, "pg_isready", "-h", "127.0.0.1", "-U", "postgres",
                       check=False).returncode == 0:
-                return
+                break
             time.sleep(0.5)
-        raise AssertionError(f"PostgreSQL did not start:\n{docker('logs', self.db).stderr}")
+        else:
+            raise AssertionError(f"PostgreSQL did not start:\n{docker('logs', self.db).stderr}")
+        # The two roles, as docs/operations.md ("Two roles") has an operator create them.
+        self.psql("postgres", f"CREATE ROLE app_owner LOGIN PASSWORD '{OWNER_PASSWORD}'")
+        self.psql("postgres", f"CREATE ROLE app LOGIN PASSWORD '{PASSWORD}'")
+        self.psql("postgres", "GRANT pg_monitor TO app_owner")
 
     def psql(self, database: str, statement: str) -> str:
-        """One statement in ``database``; its rows, unaligned."""
-        return docker("exec", self.db, "psql", "-U", "app", "-d", database, "-Atc",
+        """One statement in ``database``, as the superuser; its rows, unaligned."""
+        return docker("exec", self.db, "psql", "-U", "postgres", "-d", database, "-Atc",
                       statement).stdout.strip()
 
     def remove(self) -> None:
@@ -248,24 +339,29 @@ class Node:
 
 
 class Pods:
-    """One test's pods: a database of its own on the shared server, a docker volume for the
-    backups claim (shared by its pods, as the ReadWriteMany claim is), and its containers."""
+    """One test's pods: a database of its own on the shared server, owned by the owner role
+    and open to the runtime role, a docker volume for the backups claim (shared by its pods,
+    as the claim is), and its containers."""
 
     def __init__(self, node: Node, workdir: Path) -> None:
         self.node, self.workdir = node, workdir
         self.prefix = f"{node.prefix}-{uuid.uuid4().hex[:6]}"
         self.database = self.prefix.replace("-", "_")
-        node.psql("app", f"CREATE DATABASE {self.database}")
+        node.psql("postgres", f"CREATE DATABASE {self.database} OWNER app_owner")
+        node.psql("postgres", f"REVOKE ALL ON DATABASE {self.database} FROM PUBLIC")
+        node.psql("postgres", f"GRANT CONNECT ON DATABASE {self.database} TO app")
         self.volume = docker("volume", "create", f"{self.prefix}-backups").stdout.strip()
         self.containers: list[str] = []
         self.images: list[str] = []
         self.ports: dict[str, int] = {}
 
     def run(self, name: str, manifest: str, image: str | None = None, **env: str) -> str:
-        """Start the manifest's pod as a detached container; its name."""
-        url = f"postgresql://app:{PASSWORD}@db:5432/{self.database}"
-        args = docker_run_args(pod_template(manifest), image or self.node.image,
-                               env=env, **stand_ins(url, self.volume))
+        """Start the pod of a manifest (or of the Deployment with a component) as a
+        detached container; its name."""
+        owner = f"postgresql://app_owner:{OWNER_PASSWORD}@db:5432/{self.database}"
+        runtime = f"postgresql://app:{PASSWORD}@db:5432/{self.database}"
+        args = docker_run_args(pod_spec(manifest), image or self.node.image,
+                               env=env, **stand_ins(owner, runtime, self.volume))
         container = f"{self.prefix}-{name}"
         self.containers.append(container)
         docker("run", "-d", "--name", container, "--network", self.node.network, *args)
@@ -321,9 +417,15 @@ class Pods:
         raise AssertionError(f"{container} still running after {timeout}s:\n"
                              f"{self.logs(container)}")
 
+    def dumps(self) -> list[str]:
+        """The files in the backups claim, as a pod that mounts it would list them."""
+        return docker("run", "--rm", "--mount", f"type=volume,source={self.volume},"
+                      "target=/backups", "--entrypoint", "ls", self.node.image,
+                      "/backups").stdout.split()
+
     def written_outside_mounts(self, container: str, manifest: str) -> list[str]:
         """What ``docker diff`` shows the container changed outside the manifest's mounts."""
-        (spec,) = pod_template(manifest)["containers"]
+        (spec,) = pod_spec(manifest)["containers"]
         mounts = [mount["mountPath"] for mount in spec.get("volumeMounts", [])]
         changed = [line.split(" ", 1)[1] for line in docker("diff", container).stdout.splitlines()]
         return [path for path in changed
@@ -335,7 +437,7 @@ class Pods:
         for image in self.images:
             docker("rmi", image, check=False)
         docker("volume", "rm", self.volume, check=False)
-        self.node.psql("app", f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
+        self.node.psql("postgres", f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
 
 
 class Client:
@@ -385,17 +487,21 @@ def pods(node: Node, tmp_path: Path) -> Iterator[Pods]:
     made.remove()
 
 
-@pytest.mark.parametrize("manifest", ["deployment.yaml", "migrate/job.yaml",
-                                      "backfill/job.yaml", "post-deploy/job.yaml"])
+WORKLOADS = ["deployment.yaml", MIGRATE_ON_START, "migrate/job.yaml", "backfill/job.yaml",
+             "post-deploy/job.yaml"]
+
+
+@pytest.mark.parametrize("manifest", WORKLOADS)
 def test_the_manifests_pod_settings_become_docker_run_flags(manifest):
     # Arrange
-    pod = pod_template(manifest)
+    pod = pod_spec(manifest)
     (container,) = pod["containers"]
     context = {**pod["securityContext"], **container["securityContext"]}
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    secrets = stand_ins("pg://owner", "pg://runtime", "the-volume")
 
     # Act
-    args = docker_run_args(pod, "the-image", **stand_ins("pg://x", "the-volume"))
+    args = docker_run_args(pod, "the-image", **secrets)
 
     # Assert
     pairs = set(itertools.pairwise(args))
@@ -413,13 +519,105 @@ def test_the_manifests_pod_settings_become_docker_run_flags(manifest):
         else:
             assert ("--mount", f"type=volume,source=the-volume,target={mount['mountPath']}"
                     ) in pairs
+    refs = secret_refs(pod)
     for entry in container["env"]:
-        value = entry.get("value", "pg://x")
+        value = entry["value"] if "value" in entry else \
+            secrets["secrets"][refs[entry["name"]][0]][refs[entry["name"]][1]]
         assert ("-e", f"{entry['name']}={value}") in pairs
     command = container.get("command", [])
     assert args[args.index("the-image"):] == ["the-image", *command[1:]]
     if command:
         assert ("--entrypoint", command[0]) in pairs
+
+
+def _sorted_by_merge_key(value: object, field: str | None = None) -> object:
+    """``value`` with the lists of MERGE_KEYS in key order: kustomize orders them its own way."""
+    if isinstance(value, dict):
+        return {key: _sorted_by_merge_key(item, key) for key, item in value.items()}
+    if isinstance(value, list):
+        items = [_sorted_by_merge_key(item) for item in value]
+        return sorted(items, key=lambda item: str(item[MERGE_KEYS[field]])) \
+            if field in MERGE_KEYS else items
+    return value
+
+
+BUILDER = (["kustomize", "build"] if shutil.which("kustomize") else
+           ["kubectl", "kustomize"] if shutil.which("kubectl") else None)
+
+
+@pytest.mark.skipif(BUILDER is None, reason="needs kustomize or kubectl")
+def test_the_rehearsals_merge_of_the_component_is_what_kustomize_builds(tmp_path):
+    # Arrange: an overlay naming the base and the component, as docs/kubernetes.md has it.
+    (tmp_path / "kustomization.yaml").write_text(
+        "resources:\n"
+        f"  - {os.path.relpath(MANIFESTS, tmp_path)}\n"
+        "components:\n"
+        f"  - {os.path.relpath(MANIFESTS / MIGRATE_ON_START, tmp_path)}\n")
+
+    # Act
+    built = subprocess.run([*BUILDER, str(tmp_path)], capture_output=True, text=True,
+                           check=True).stdout
+    (deployment,) = [doc for doc in load_all(built) if doc["kind"] == "Deployment"]
+
+    # Assert
+    assert _sorted_by_merge_key(deployment["spec"]["template"]["spec"]) == \
+        _sorted_by_merge_key(pod_spec(MIGRATE_ON_START))
+
+
+@pytest.mark.parametrize("manifest, owner, claim", [
+    ("deployment.yaml", False, False),
+    (MIGRATE_ON_START, True, True),
+    ("migrate/job.yaml", True, True),
+    ("backfill/job.yaml", True, False),
+    ("post-deploy/job.yaml", True, True),
+])
+def test_only_the_pods_that_change_the_schema_hold_the_owners_secret_and_the_claim(
+        manifest, owner, claim):
+    """The serving pods read the runtime role's Secret alone and mount no claim; the Jobs
+    read the owner's (its two URLs); the migrate-on-start component gives the serving pods
+    the owner's URL and the claim too, which is its price."""
+    # Arrange
+    pod = pod_spec(manifest)
+    (container,) = pod["containers"]
+    env = {entry["name"]: entry.get("value") for entry in container["env"]}
+    claims = {volume["name"] for volume in pod["volumes"] if "persistentVolumeClaim" in volume}
+    mounted = {mount["name"] for mount in container["volumeMounts"]}
+
+    # Act
+    refs = secret_refs(pod)
+
+    # Assert
+    serving = "command" not in container
+    runtime_url = (RUNTIME_SECRET if serving else OWNER_SECRET, "DATABASE_URL")
+    if owner:
+        assert refs == {"MIGRATION_DATABASE_URL": (OWNER_SECRET, "MIGRATION_DATABASE_URL"),
+                        "DATABASE_URL": runtime_url}
+    else:
+        assert refs == {"DATABASE_URL": (RUNTIME_SECRET, "DATABASE_URL")}
+    assert bool(claims & mounted) == claim and claims <= mounted
+    assert (env.get("BACKUP_BEFORE_MIGRATE") == "1") == claim
+    if serving:
+        assert env["MIGRATE_ON_START"] == ("1" if owner else "0")
+
+
+def test_the_egress_policy_lets_every_pod_reach_dns_and_the_database_only():
+    # Arrange
+    policies = {doc["metadata"]["name"]: doc["spec"] for doc in load_all(
+        MANIFESTS / "networkpolicy.yaml")}
+    labels = [pod_labels for name in WORKLOADS if name.endswith(".yaml")
+              for pod_labels in [load_manifest(name)["spec"]["template"]["metadata"]["labels"]]]
+
+    # Act
+    egress = [spec for spec in policies.values() if "Egress" in spec["policyTypes"]]
+
+    # Assert: one policy, selecting the serving pods and every Job's pods
+    (spec,) = egress
+    selector = spec["podSelector"]["matchLabels"]
+    assert all(selector.items() <= pod_labels.items() for pod_labels in labels)
+    ports = [{(port["port"], port["protocol"]) for port in rule["ports"]}
+             for rule in spec["egress"]]
+    assert ports == [{(53, "UDP"), (53, "TCP")}, {(5432, "TCP")}]
+    assert spec["egress"][0]["to"], "DNS only to the cluster's resolver"
 
 
 @pytest.mark.parametrize("change", [
@@ -435,31 +633,54 @@ def test_a_manifest_setting_the_rehearsal_cannot_honour_fails_loudly(change):
 
     # Act / Assert
     with pytest.raises(Unrehearsable):
-        docker_run_args(pod, "the-image", **stand_ins("pg://x", "the-volume"))
+        docker_run_args(pod, "the-image", **stand_ins("pg://o", "pg://r", "the-volume"))
 
 
-def test_the_job_variant_migrates_then_replicas_serve_without_migrating(pods):
-    # Act: the Job to completion, then two replicas of the Job variant's Deployment.
+def role_answers(container: str, variable: str, statements: tuple[str, ...]) -> dict[str, str]:
+    return json.loads(docker("exec", container, "python", "-c", ROLE_CHECK, variable,
+                             *statements).stdout)
+
+
+def test_by_default_the_job_migrates_as_the_owner_and_replicas_serve_as_the_runtime_role(pods):
+    # Act: the Job to completion, then two replicas of the Deployment as it is.
     job = pods.run("migrate", "migrate/job.yaml")
     job_code = pods.wait_exit(job)
-    replicas = [pods.run(f"web{i}", "deployment.yaml", MIGRATE_ON_START="0") for i in range(2)]
+    replicas = [pods.run(f"web{i}", "deployment.yaml") for i in range(2)]
     logs = {name: wait_replica_ready(name) for name in replicas}
     ready = [http_get(pods.ports[name], "/readyz") for name in replicas]
+    status, _ = request(pods.ports[replicas[0]], "POST", "/api/widgets", {"name": "served"})
+    serving = pods.sql(SESSION_ROLES)
+    answers = role_answers(replicas[0], "DATABASE_URL", SCHEMA_AND_RECORDS + ROWS)
+    config = json.loads(docker("inspect", replicas[0]).stdout)[0]
+    dump_into_backups = docker("exec", replicas[0], "touch", "/backups/x", check=False)
 
-    # Assert
+    # Assert: the owner migrated, took the dump into the claim, owns every table
     assert job_code == 0, pods.logs(job)
     assert "revision(s) from base" in pods.logs(job)
     assert pods.sql("SELECT version_num FROM alembic_version") == HEAD
-    for status, body in ready:
-        assert status == 200
+    assert pods.sql("SELECT string_agg(DISTINCT tableowner, ',') FROM pg_tables "
+                    "WHERE schemaname = 'public'") == "app_owner"
+    dumps = pods.dumps()
+    assert len(dumps) == 1 and dumps[0].endswith(".dump"), dumps
+    # the replicas serve without migrating, as the runtime role, which cannot change the
+    # schema nor the lifecycle's records, with no owner's URL and no claim to write to
+    for status_code, body in ready:
+        assert status_code == 200
         assert json.loads(body)["current"] == json.loads(body)["head"] == [HEAD]
     for log in logs.values():
         assert "revision(s) from" not in log and "nothing to apply" not in log, log
+    assert status == 201 and serving == "app"
+    assert answers == {"current_user": "app", **dict.fromkeys(SCHEMA_AND_RECORDS, "refused"),
+                       **dict.fromkeys(ROWS, "allowed")}
+    assert not any(var.startswith("MIGRATION_DATABASE_URL=") for var in config["Config"]["Env"])
+    assert [m for m in config["Mounts"] if m["Destination"] == "/backups"] == []
+    assert dump_into_backups.returncode != 0
 
 
 def test_three_replicas_migrating_on_start_one_migrates_none_writes_outside_its_mounts(pods):
-    # Act: three at once on an empty database, the Deployment's settings as they are.
-    names = [pods.run(f"web{i}", "deployment.yaml") for i in range(3)]
+    # Act: three at once on an empty database, the Deployment with the migrate-on-start
+    # component.
+    names = [pods.run(f"web{i}", MIGRATE_ON_START) for i in range(3)]
     logs = {name: wait_replica_ready(name) for name in names}
 
     # Assert
@@ -467,14 +688,18 @@ def test_three_replicas_migrating_on_start_one_migrates_none_writes_outside_its_
     assert len(migrators) == 1, logs
     assert all("database now at" in log or "nothing to apply" in log for log in logs.values())
     assert pods.sql("SELECT version_num FROM alembic_version") == HEAD
+    assert pods.sql("SELECT string_agg(DISTINCT tableowner, ',') FROM pg_tables "
+                    "WHERE schemaname = 'public'") == "app_owner"
     dumps = docker("exec", names[0], "ls", "/backups").stdout.split()
     assert len(dumps) == 1 and dumps[0].endswith(".dump"), dumps
     for name in names:
-        assert pods.written_outside_mounts(name, "deployment.yaml") == []
+        assert pods.written_outside_mounts(name, MIGRATE_ON_START) == []
 
 
 def test_a_release_with_a_failing_revision_leaves_the_old_release_serving(pods):
-    # Arrange: the old release at head, two replicas serving a row, a client on both.
+    # Arrange: the old release migrated by its Job, two replicas serving a row, a client on
+    # both.
+    assert pods.wait_exit(pods.run("migrate-old", "migrate/job.yaml")) == 0
     old = [pods.run(f"old{i}", "deployment.yaml") for i in range(2)]
     for name in old:
         wait_replica_ready(name)
@@ -486,12 +711,13 @@ def test_a_release_with_a_failing_revision_leaves_the_old_release_serving(pods):
                 'op.execute("SELECT * FROM no_such_table")',
         downgrade='op.drop_column("widgets", "doomed")')
 
-    # Act: the new release's Job, then a new replica that migrates on start.
+    # Act: the new release's Job (it fails, so nothing would be rolled out), then a new
+    # replica given the migrate-on-start component.
     with Client([pods.ports[name] for name in old], ["/readyz", f"/api/widgets/{widget['id']}"]
                 ) as client:
         job = pods.run("migrate-new", "migrate/job.yaml", image=new_release)
         job_code = pods.wait_exit(job)
-        replica = pods.run("new0", "deployment.yaml", image=new_release)  # MIGRATE_ON_START=1
+        replica = pods.run("new0", MIGRATE_ON_START, image=new_release)
         replica_statuses, replica_code = pods.statuses_until_exit(replica)
 
     # Assert
@@ -511,12 +737,14 @@ def test_a_release_with_a_failing_revision_leaves_the_old_release_serving(pods):
 def test_after_the_rollout_the_backfill_job_then_the_post_deploy_job_finish_the_contract(
         pods):
     """docs/kubernetes.md's sequence after a release that registers a background
-    migration: the rollout applies the expand only; the post-deploy Job refuses, naming the
-    backfill; the backfill Job, stopped by SIGTERM half-way (an eviction, the Job's
-    deadline), exits 143 and its next try resumes; then the post-deploy Job applies the
-    contract. Each Job with its manifest's settings, writing nothing outside its mounts."""
+    migration: the migrate Job applies the expand only and the new release rolls out; the
+    post-deploy Job refuses, naming the backfill; the backfill Job, stopped by SIGTERM
+    half-way (an eviction, the Job's deadline), exits 143 and its next try resumes; then the
+    post-deploy Job applies the contract. Each Job with its manifest's settings, writing
+    nothing outside its mounts; the serving pod, as the runtime role, reports the status."""
     # Arrange: the old release serving rows; the new release brings the expand, a backfill
     # whose batches take a moment each, and the contract.
+    assert pods.wait_exit(pods.run("migrate-old", "migrate/job.yaml")) == 0
     old = pods.run("old0", "deployment.yaml")
     wait_replica_ready(old)
     pods.sql("INSERT INTO widgets (name, size) SELECT 'w' || g, g "
@@ -525,8 +753,10 @@ def test_after_the_rollout_the_backfill_job_then_the_post_deploy_job_finish_the_
         context, HEAD, batch_pause=0.1))
     grace = pod_template("backfill/job.yaml")["terminationGracePeriodSeconds"]
 
-    # Act 1: the rollout (a new pod migrates on start, the old one goes), then the
+    # Act 1: the release: its migrate Job, a new pod, the old one gone; then the
     # post-deploy Job too early.
+    expand = pods.run("migrate-new", "migrate/job.yaml", image=new_release)
+    expand_code = pods.wait_exit(expand)
     new = pods.run("new0", "deployment.yaml", image=new_release)
     wait_replica_ready(new)
     docker("stop", old)
@@ -535,6 +765,7 @@ def test_after_the_rollout_the_backfill_job_then_the_post_deploy_job_finish_the_
     early_code = pods.wait_exit(early)
 
     # Assert 1
+    assert expand_code == 0, pods.logs(expand)
     assert status == 200, body
     assert json.loads(body)["post_deploy_pending"] == [CONTRACT]
     assert pods.sql("SELECT version_num FROM alembic_version") == EXPAND
