@@ -27,7 +27,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import api, backfill, containers, deploy, history, live, readyz, startup, verify
+from bench import (
+    api,
+    backfill,
+    containers,
+    deploy,
+    history,
+    live,
+    readyz,
+    request_path,
+    startup,
+    verify,
+)
 from bench.common import BenchResult, Context, log, machine_info, postgres
 
 HERE = Path(__file__).resolve().parent
@@ -53,6 +64,7 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark(7, "containers", containers.run, on_request=True),
     Benchmark(8, "deploy", deploy.run),
     Benchmark(9, "backfill", backfill.run),
+    Benchmark(10, "request-path", request_path.run),
 ]
 
 
