@@ -273,6 +273,10 @@ class Fleet:
                 except OSError:
                     ok = False
                 with self._lock:
+                    # Checked again under the lock: retire() may have taken the replica out
+                    # while this probe was on its way, and must not see it come back.
+                    if replica.name in self._draining or replica.name not in self.replicas:
+                        continue
                     if ok and replica not in self.ready:
                         self.ready.append(replica)
                     elif not ok and replica in self.ready:
