@@ -17,8 +17,11 @@ CPU per request (utime + stime from ``/proc/<pid>/stat``) and their resident siz
 Before every mix run the tasks it created are deleted and the table vacuumed, so every run
 starts from the same rows. Before measuring, both servers are asked the same requests and
 must answer the same status and JSON, so a difference in speed is never a difference in
-work. Then one in-process profile (Flask's test client, no HTTP) says where a read's time
-goes on each side.
+work. A round starts once the machine is quiet, and every run reports the CPU that other
+processes took meanwhile: on a shared machine that is what tells a real difference from a
+disturbed round. Then one in-process profile (Flask's test client, no HTTP) says where a
+read's time goes on each side, with the cost of an access-log line and of a full garbage
+collection over each app's heap.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import pstats
 import random
 import re
 import runpy
+import signal
 import statistics
 import subprocess
 import time
@@ -46,6 +50,7 @@ from sqlalchemy.engine import URL
 
 from backend.config import Config
 from bench.common import (
+    PYTHON,
     ROOT,
     VENV_BIN,
     BenchError,
@@ -79,10 +84,10 @@ TICKS = os.sysconf("SC_CLK_TCK")
 WORKERS = Config.__dataclass_fields__["web_concurrency"].default
 THREADS = Config.__dataclass_fields__["threads"].default
 
-SCENARIOS = {
-    "get": "GET /api/users/<id>",
+SCENARIOS = {  # key: label in the table (in backticks: a bare <id> reads as an HTML tag)
+    "get": "`GET /api/users/<id>`",
     "mix": "read/write mix (3 reads, 2 writes)",
-    "healthz": "/healthz",
+    "healthz": "`/healthz`",
 }
 TARGETED = ("get", "mix")
 
@@ -339,12 +344,25 @@ def tail_of(server: Server) -> str:
     return tail(server.log_path)
 
 
+_TROUBLE = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|\[(WARNING|ERROR|CRITICAL)\]|Traceback")
+
+
+def trouble(server: Server, limit: int = 20) -> list[str]:
+    """The server log's warnings and errors (access lines aside), for results.json: a
+    failed request or a slow round can then be traced to what the server said."""
+    try:
+        lines = server.log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [line for line in lines if _TROUBLE.search(line)][-limit:]
+
+
 # --- where the time goes -------------------------------------------------------------------
 
 def _access_line_cost(url: URL, count: int) -> dict[str, float]:
     """Microseconds to format one access-log line: plain's (gunicorn's ``%(message)s``),
-    ours' line through a stock formatter, and ours as configured (that line, then password
-    masking). gunicorn writes the line outside Flask, so the in-process profile cannot see
+    ours' line through a stock formatter, and ours as configured (that line, then its
+    password masking). gunicorn writes the line outside Flask, so the in-process profile cannot see
     it. Ours' formatter and format are read from gunicorn.conf.py itself."""
     from gunicorn.glogging import Logger, SafeAtoms
 
@@ -375,6 +393,38 @@ def _access_line_cost(url: URL, count: int) -> dict[str, float]:
     return {"ours": per_line(ours_formatter, conf["access_log_format"]),
             "ours_unmasked": per_line(unmasked, conf["access_log_format"]),
             "plain": per_line(plain_formatter, plain_conf["access_log_format"])}
+
+
+_HEAP = """
+import gc, statistics, sys, time
+{load}
+gc.collect()
+times = []
+for _ in range(5):
+    started = time.process_time()
+    gc.collect()
+    times.append(time.process_time() - started)
+print(len(gc.get_objects()), statistics.median(times))
+"""
+
+
+def _heap(url: URL) -> dict[str, tuple[int, float]]:
+    """Objects the garbage collector tracks once each app is loaded (fresh interpreter, as
+    gunicorn loads it) and the CPU one full collection over them takes. A worker runs a full
+    collection now and then under load, holding the GIL throughout: the larger the heap, the
+    longer every thread waits."""
+    loads = {"ours": "import wsgi",
+             "plain": "from bench.plain_app.app import create_app\napp = create_app()"}
+    found = {}
+    for side, load_app in loads.items():
+        done = subprocess.run([PYTHON, "-c", _HEAP.format(load=load_app)], cwd=ROOT,
+                              env=child_env(url), capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise BenchError(f"{side}: could not load the app to count its heap:\n"
+                             f"{done.stderr[-2000:]}")
+        objects, seconds = done.stdout.split()[-2:]
+        found[side] = (int(objects), float(seconds))
+    return found
 
 
 _WATCHED = re.compile(r"<function Watched(Cursor|Connection)\.(\w+) at 0x\w+>")
@@ -452,6 +502,7 @@ def profile(url: URL, rows: Seed, quick: bool) -> tuple[str, dict[str, Any]]:
         with app.app_context():
             (ours_db if side == "ours" else plain_db).engine.dispose()
     access = _access_line_cost(url, 2_000 if quick else 20_000)
+    heap = _heap(url)
 
     wall = {side: statistics.median(w for w, _ in values) for side, values in timings.items()}
     cpu = {side: statistics.median(c for _, c in values) for side, values in timings.items()}
@@ -489,8 +540,13 @@ def profile(url: URL, rows: Seed, quick: bool) -> tuple[str, dict[str, Any]]:
         f"Formatting one access-log line (gunicorn writes one per request on both sides, "
         f"outside Flask; CPU, best of 7): plain {access['plain']:.1f} µs (gunicorn's "
         f"`%(message)s`); ours' line with a stock formatter {access['ours_unmasked']:.1f} µs; "
-        f"ours as configured {access['ours']:.1f} µs (the same line, then two regular "
-        "expressions masking passwords).", "",
+        f"ours as configured {access['ours']:.1f} µs (the same line, then its password "
+        "masking, backend/logs.py).", "",
+        f"The garbage collector's heap once the app is loaded (a fresh interpreter, as "
+        f"gunicorn loads it): ours {heap['ours'][0]:,} tracked objects, one full collection "
+        f"{heap['ours'][1] * 1000:.0f} ms of CPU; plain {heap['plain'][0]:,} objects, "
+        f"{heap['plain'][1] * 1000:.0f} ms. A worker under load runs such a collection now "
+        "and then, holding the GIL: every thread of that worker waits meanwhile.", "",
     ]
     raw_out = {"count": count, "wall_us_per_request": {s: [w for w, _ in v]
                                                        for s, v in timings.items()},
@@ -500,7 +556,9 @@ def profile(url: URL, rows: Seed, quick: bool) -> tuple[str, dict[str, Any]]:
                                        "plain": stats["plain"].get(k), "diff": d}
                                       for d, k in top],
                "backend_own_us": {k: t for t, k in ours_only},
-               "access_line_us": access}
+               "access_line_us": access,
+               "heap": {side: {"objects": n, "full_collection_s": t}
+                        for side, (n, t) in heap.items()}}
     return "\n".join(lines), raw_out
 
 
@@ -519,6 +577,21 @@ def served_code() -> dict[str, Any]:
 
 
 def run(ctx: Context) -> BenchResult:
+    """The benchmark, with SIGTERM turned into an orderly exit while it runs: two servers and
+    the database outlive a benchmark killed by default, and the `finally` clauses that stop
+    them (here and in bench/run.py) run only when Python exits on its own terms."""
+
+    def leave(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, leave)
+    try:
+        return _run(ctx)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(ctx: Context) -> BenchResult:
     seconds = 3.0 if ctx.quick else 8.0
     rounds = 2 if ctx.quick else 5
     load_before = os.getloadavg()
@@ -555,9 +628,13 @@ def run(ctx: Context) -> BenchResult:
         ours, plain = servers
         checked = check_same_answers(ours, plain, plan)
         reset(url, rows)
-        for server in servers:  # warm-up: pools full, first-request imports done
+        # Warm-up: pools full, first-request imports done, and the pages a preloaded
+        # worker shares with its master copied (the first seconds of load cost ours a few
+        # page faults per request, once).
+        for server in servers:
             for scenario in SCENARIOS:
-                load(server.port, plan[scenario], 1.0, connections=CLIENTS)
+                load(server.port, plan[scenario], 1.0 if ctx.quick else 2.0,
+                     connections=CLIENTS)
             reset(url, rows)
         for rnd in range(rounds):
             share, waited = wait_quiet(wait_limit)
@@ -577,6 +654,7 @@ def run(ctx: Context) -> BenchResult:
     finally:
         for server in servers:
             stop(server.proc)
+    problems = {server.name: trouble(server) for server in servers}
     for server in servers:
         if server.proc.returncode not in (0, -15, None):
             raise BenchError(f"{server.name} exited {server.proc.returncode}:\n"
@@ -635,7 +713,9 @@ def run(ctx: Context) -> BenchResult:
         "RSS is VmRSS, shared pages included: ours preloads the app in gunicorn's master "
         "(preload_app) and the workers share those pages; plain imports it in each worker.",
         f"Answered 2xx: ours {answered['ours']:,}, plain {answered['plain']:,}; failed or "
-        f"other statuses: ours {failures['ours']}, plain {failures['plain']}.",
+        f"other statuses: ours {failures['ours']}, plain {failures['plain']}; warning or "
+        f"error lines in the server logs: ours {len(problems.get('ours', []))}, plain "
+        f"{len(problems.get('plain', []))} (in results.json).",
         f"Other work on the machine: each round waited for the CPUs to be under "
         f"{QUIET:.0%} busy (at most {wait_limit:.0f} s; {sum(q['waited'] for q in quiet):.0f} "
         f"s waited in all, busy {max(q['busy_before'] for q in quiet):.0%} at worst when a "
@@ -652,5 +732,6 @@ def run(ctx: Context) -> BenchResult:
     result.raw = {"seconds_per_run": seconds, "rounds": rounds, "clients": CLIENTS,
                   "workers": WORKERS, "threads": THREADS, "users": USERS, "runs": runs,
                   "load_before": load_before, "load_after": load_after,
-                  "quiet": quiet, "profile": profile_raw, "served_code": code}
+                  "quiet": quiet, "profile": profile_raw, "served_code": code,
+                  "server_log_problems": problems}
     return result
