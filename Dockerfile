@@ -25,7 +25,7 @@ RUN apt-get update \
 
 WORKDIR /app
 COPY requirements.lock ./
-RUN pip install --no-cache-dir -r requirements.lock
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock
 EXPOSE 8000
 ENTRYPOINT ["./entrypoint.sh"]
 
@@ -35,7 +35,7 @@ FROM base AS dev
 # scripts/create_migration.sh gives a new revision its directory's owner, so the file is
 # the developer's on the host, not root's.
 COPY requirements-dev.lock ./
-RUN pip install --no-cache-dir -r requirements-dev.lock
+RUN pip install --no-cache-dir --require-hashes -r requirements-dev.lock
 
 
 FROM base AS runtime

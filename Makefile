@@ -5,14 +5,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-containers lint bench bench-containers verify-migrations clean
+.PHONY: install run test test-containers lint lock bench bench-containers verify-migrations clean
 
 install: $(STAMP)
 
 $(STAMP): requirements.lock requirements-dev.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=...)")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes \
+		-r requirements-dev.lock
 	@touch $(STAMP)
 
 run: install
@@ -33,7 +34,7 @@ MANIFEST_STAMP := $(MANIFEST_VENV)/.installed
 $(MANIFEST_STAMP): requirements-manifests.lock
 	@test -x $(MANIFEST_VENV)/bin/python || $(PYTHON) -m venv $(MANIFEST_VENV)
 	$(MANIFEST_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
-		-r requirements-manifests.lock
+		--require-hashes -r requirements-manifests.lock
 	@touch $(MANIFEST_STAMP)
 
 # The manifests, offline: kubernetes-validate ships its schemas in the package; checkov runs
@@ -53,6 +54,11 @@ lint: install $(MANIFEST_STAMP)
 	env -u BC_API_KEY -u PRISMA_API_URL CKV_SKIP_PACKAGE_UPDATE_CHECK=true \
 		CKV_PARSE_ERROR_FAIL=true $(MANIFEST_VENV)/bin/checkov --framework kubernetes \
 		-d deploy/kubernetes --quiet --compact --skip-download
+
+# The sha256 hashes in the three lock files, for the pins they hold (no version changes):
+# run after editing a pin. Needs PyPI; also hashes files pip's configured local sources hold.
+lock:
+	$(PYTHON) scripts/lock_hashes.py
 
 # A scratch database of its own (on the embedded server) unless VERIFY_ARGS names one:
 # an exported DATABASE_URL is the application's database, not one to walk the history on.
