@@ -13,6 +13,11 @@ table, and the deploy runs ``flask migrations backfill run`` once N+1's first re
 ready, while both releases serve. Its contract is a post-deploy revision (the root of the
 ``post`` branch): the start never applies it; ``flask migrations post-deploy`` does, once
 the N replicas are gone and the runner is done, with traffic still on.
+
+The fleet's ``env`` goes to every process of the deploy, as one Deployment's and its Jobs'
+settings do: with ``MIGRATION_DATABASE_URL`` (the owner role) beside ``DATABASE_URL`` (the
+runtime role), each replica's start migrates as the owner and its workers serve as the
+runtime role, and the runner and post-deploy, given the same two URLs, connect as the owner.
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import URL
 
@@ -183,11 +189,12 @@ class BackfillRun:
 
 
 def run_backfill(repo: Path, url: URL, log: Path, name: str = BACKFILL,
-                 timeout: float = 600, poll: float = 0.05) -> BackfillRun:
+                 timeout: float = 600, poll: float = 0.05, **env: str) -> BackfillRun:
     """Run the runner to its end, polling ``name``'s progress meanwhile: the samples show
-    whether it changed the table batch by batch while the replicas served."""
+    whether it changed the table batch by batch while the replicas served. ``env``: more
+    settings for the runner (``MIGRATION_DATABASE_URL``); the polls read as ``url``'s role."""
     started = time.monotonic()
-    proc = start_backfill(repo, url, log)
+    proc = start_backfill(repo, url, log, **env)
     progress: list[tuple[float, str, int]] = []
     try:
         while proc.poll() is None:
@@ -214,15 +221,16 @@ class CommandRun:
     output: str  # stdout and stderr, interleaved as written
 
 
-def run_post_deploy(repo: Path, url: URL, log: Path, timeout: float = 300) -> CommandRun:
+def run_post_deploy(repo: Path, url: URL, log: Path, timeout: float = 300,
+                    **env: str) -> CommandRun:
     """``flask migrations post-deploy`` in ``repo`` on ``url``, to its exit, as an operator
     (or a Job) runs it once every replica serves the release: in its own process group, so
-    that a timeout stops all of it."""
+    that a timeout stops all of it. ``env``: more settings (``MIGRATION_DATABASE_URL``)."""
     flask = shutil.which("flask", path=VENV_BIN) or "flask"
     started = time.monotonic()
     with log.open("w") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen([flask, "migrations", "post-deploy"], cwd=repo,
-                                env=child_env(url), stdout=out, stderr=subprocess.STDOUT,
+                                env=child_env(url, **env), stdout=out, stderr=subprocess.STDOUT,
                                 text=True, start_new_session=True)
     try:
         code = proc.wait(timeout=timeout)
@@ -242,10 +250,14 @@ class Replica:
 
 class Fleet:
     """The replicas and the endpoint list an orchestrator keeps: only replicas whose
-    ``/readyz`` answers 200 get traffic; one is taken out of it before it is stopped."""
+    ``/readyz`` answers 200 get traffic; one is taken out of it before it is stopped.
 
-    def __init__(self, url, workdir: Path) -> None:
-        self.url, self.workdir = url, workdir
+    ``url`` is every replica's ``DATABASE_URL``; ``env`` holds settings every process of the
+    deploy gets besides (replicas, runner, post-deploy): ``MIGRATION_DATABASE_URL`` for two
+    roles, the owner's, so that ``url`` is the runtime role's."""
+
+    def __init__(self, url, workdir: Path, env: Mapping[str, str] | None = None) -> None:
+        self.url, self.workdir, self.env = url, workdir, dict(env or {})
         self.replicas: dict[str, Replica] = {}
         self.ready: list[Replica] = []
         self.not_ready_while_serving: list[str] = []  # an N replica dropping out of rotation
@@ -256,8 +268,9 @@ class Fleet:
 
     def start(self, name: str, repo: Path, **env: str) -> Replica:
         replica = Replica(name, repo, log=self.workdir / f"{name}.log")
-        replica.proc = start_entrypoint(repo, self.url, replica.log, PORT=str(replica.port),
-                                        WEB_CONCURRENCY="1", ACCESS_LOG="0", **env)
+        replica.proc = start_entrypoint(repo, self.url, replica.log,
+                                        **{**self.env, "PORT": str(replica.port),
+                                           "WEB_CONCURRENCY": "1", "ACCESS_LOG": "0", **env})
         self.replicas[name] = replica
         if not self._prober.is_alive():
             self._prober.start()
@@ -338,6 +351,8 @@ class Rollout:
     # started (refused: the backfill is not done), then once the deploy and the runner were.
     early_post_deploy: CommandRun | None = None
     post_deploy: CommandRun | None = None
+    # What roll()'s ``at_ready`` returned, called once N+1's first replica was ready.
+    at_ready: Any = None
 
 
 def serve_release(fleet: Fleet, repo: Path, names: tuple[str, ...] = ("n-1", "n-2")) -> None:
@@ -348,7 +363,7 @@ def serve_release(fleet: Fleet, repo: Path, names: tuple[str, ...] = ("n-1", "n-
 
 
 def roll(fleet: Fleet, old: Path, new: Path, steady: float = 1.0,
-         backfill: bool = True) -> Rollout:
+         backfill: bool = True, at_ready: Callable[[], Any] | None = None) -> Rollout:
     """With ``old`` serving as n-1 and n-2 (and traffic on): ``steady`` seconds as they
     are, then N+1 replaces them one by one, then ``old`` starts again on the new schema.
 
@@ -359,7 +374,9 @@ def roll(fleet: Fleet, old: Path, new: Path, steady: float = 1.0,
     N replicas are gone and the runner is done, ``flask migrations post-deploy`` applies
     the contract while N+1 serves; the rollback to N comes after it, on the contracted
     schema. Without ``backfill`` both post-deploy runs are left out: they could only be
-    refused.
+    refused. ``at_ready`` is called once N+1's first replica is ready (its migration done,
+    before the runner and post-deploy), both releases serving: what it returns is kept in
+    :attr:`Rollout.at_ready`, for a test to look at the schema N+1's start left.
     """
     time.sleep(steady)
     start = time.monotonic()
@@ -367,10 +384,12 @@ def roll(fleet: Fleet, old: Path, new: Path, steady: float = 1.0,
     with ThreadPoolExecutor(max_workers=1) as pool:
         fleet.start("next-1", new)
         to_ready = fleet.wait_ready("next-1", timeout=300)
+        seen = at_ready() if at_ready is not None else None
         if backfill:
-            early = run_post_deploy(new, fleet.url, fleet.workdir / "post-deploy-early.log")
-        runner = pool.submit(run_backfill, new, fleet.url,
-                             fleet.workdir / "backfill.log") if backfill else None
+            early = run_post_deploy(new, fleet.url, fleet.workdir / "post-deploy-early.log",
+                                    **fleet.env)
+        runner = pool.submit(run_backfill, new, fleet.url, fleet.workdir / "backfill.log",
+                             **fleet.env) if backfill else None
         codes = [fleet.retire("n-1")]
         fleet.start("next-2", new)
         fleet.wait_ready("next-2")
@@ -378,12 +397,12 @@ def roll(fleet: Fleet, old: Path, new: Path, steady: float = 1.0,
         end = time.monotonic()
         ran = runner.result() if runner is not None else None
     if ran is not None and ran.exit_code == 0:
-        post = run_post_deploy(new, fleet.url, fleet.workdir / "post-deploy.log")
+        post = run_post_deploy(new, fleet.url, fleet.workdir / "post-deploy.log", **fleet.env)
     fleet.start("n-again", old)
     fleet.wait_ready("n-again")
     readyz = http_get(fleet.replicas["n-again"].port, "/readyz")
     time.sleep(1)
-    return Rollout(start, end, to_ready, codes, readyz, ran, early, post)
+    return Rollout(start, end, to_ready, codes, readyz, ran, early, post, seen)
 
 
 class Traffic(ClientThreads):

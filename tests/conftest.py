@@ -15,13 +15,15 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg2
 import pytest
+from psycopg2 import errors
 from sqlalchemy.engine import URL
 
 from backend.config import parse_database_url
-from backend.postgres import connect_kwargs  # noqa: F401  (tests import it from here)
+from backend.postgres import connect_kwargs
 from migration_tools import scratch
-from testkit.support import (  # noqa: F401
+from testkit.support import (
     ROOT,
     VENV_BIN,
     child_env,
@@ -102,6 +104,69 @@ def fixture_template(pg_server, fixture_repo) -> Iterator[str]:
 def fixture_db(pg_server, fixture_template) -> Iterator[URL]:
     """A database with the fixture history applied (``widgets``, empty)."""
     yield from _clone(pg_server, fixture_template)
+
+
+def create_roles(admin: URL) -> tuple[URL, URL]:
+    """(owner URL, runtime URL): two login roles and an empty database the first owns, made
+    on the server ``admin`` connects to (a superuser) as docs/operations.md ("Two roles")
+    makes them. Serve with ``DATABASE_URL`` the second and ``two_roles(owner)``."""
+    suffix = uuid.uuid4().hex[:8]
+    owner, runtime, database = f"owner_{suffix}", f"runtime_{suffix}", f"roles_{suffix}"
+    execute_sql(admin, f"CREATE ROLE {owner} LOGIN PASSWORD 'owner-pw'")
+    execute_sql(admin, f"CREATE ROLE {runtime} LOGIN PASSWORD 'runtime-pw'")
+    # The backfill runner's health checks see the runtime role's sessions through it.
+    execute_sql(admin, f"GRANT pg_monitor TO {owner}")
+    execute_sql(admin, f"CREATE DATABASE {database} OWNER {owner}")
+    execute_sql(admin, f"REVOKE ALL ON DATABASE {database} FROM PUBLIC")
+    execute_sql(admin, f"GRANT CONNECT ON DATABASE {database} TO {runtime}")
+    base = admin.set(database=database)
+    return (base.set(username=owner, password="owner-pw"),
+            base.set(username=runtime, password="runtime-pw"))
+
+
+def drop_roles(admin: URL, owner: URL, runtime: URL) -> None:
+    """Drop what :func:`create_roles` made: the database, then both roles."""
+    execute_sql(admin, f"DROP DATABASE IF EXISTS {owner.database} WITH (FORCE)")
+    execute_sql(admin, f"DROP ROLE IF EXISTS {runtime.username}")
+    execute_sql(admin, f"DROP ROLE IF EXISTS {owner.username}")
+
+
+@pytest.fixture
+def roles(pg_server) -> Iterator[tuple[URL, URL]]:
+    """(owner URL, runtime URL) for a fresh, empty database the owner role owns
+    (:func:`create_roles`), dropped afterwards."""
+    owner, runtime = create_roles(pg_server.url)
+    yield owner, runtime
+    drop_roles(pg_server.url, owner, runtime)
+
+
+def two_roles(owner: URL) -> dict[str, str]:
+    """The setting that makes ``owner`` the role that migrates, beside ``DATABASE_URL``."""
+    return {"MIGRATION_DATABASE_URL": url_text(owner)}
+
+
+def serving_roles(owner: URL) -> list[str]:
+    """The roles of the sessions a service's workers and its /readyz hold open on
+    ``owner``'s database (their ``application_name``), read as the owner."""
+    return [name for (name,) in execute_sql(
+        owner, "SELECT DISTINCT usename::text FROM pg_stat_activity "
+               "WHERE datname = current_database() "
+               "AND application_name IN ('backend', 'backend-readyz')")]
+
+
+def refused(url: URL, statement: str) -> bool:
+    """Whether the role of ``url`` is refused ``statement`` for want of a privilege. The
+    statement is rolled back whatever it did."""
+    conn = psycopg2.connect(**connect_kwargs(url))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+        return False
+    except (errors.InsufficientPrivilege, errors.UndefinedTable):
+        return True
+    finally:
+        conn.rollback()
+        conn.close()
 
 
 @pytest.fixture

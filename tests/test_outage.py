@@ -1,6 +1,11 @@
 """A database that hangs or stops under load: quick 503s, a live /healthz, a quiet log, and
 recovery without a restart. The server here is the module's own, paused and stopped for real;
 the service is a copy of the project serving the fixture application (``widgets``).
+
+The service runs with two roles, as docs/operations.md recommends: it migrates as the owner
+(``MIGRATION_DATABASE_URL``) and its workers, the breaker and /readyz connect as the runtime
+role (``DATABASE_URL``), which reconnects after the outage with its own privileges only.
+tests/test_metrics.py stops and pauses a server under one role.
 """
 
 from __future__ import annotations
@@ -8,9 +13,11 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import URL
 
 from testkit.support import (
     ClientThreads,
@@ -21,27 +28,52 @@ from testkit.support import (
     stop,
     wait_for_http,
 )
-from tests.conftest import run_flask
+from tests.conftest import create_roles, run_flask, serving_roles, two_roles
 
 QUERY_TIMEOUT = 2  # DB_QUERY_TIMEOUT: the client gives up one second after it
 CLIENTS = 6
 
 
+@dataclass
+class Outage:
+    """The module's server, and the two roles of the database the service uses on it."""
+
+    private: PrivateServer
+    owner: URL
+    runtime: URL
+
+    def pause(self) -> None:
+        self.private.pause()
+
+    def resume(self) -> None:
+        self.private.resume()
+
+    def stop(self) -> None:
+        self.private.stop()
+
+    def start(self) -> None:
+        self.private.start()
+
+
 @pytest.fixture(scope="module")
-def server(fixture_repo) -> Iterator[PrivateServer]:
+def server(fixture_repo) -> Iterator[Outage]:
     private = PrivateServer(Path(tempfile.mkdtemp(prefix="pgtest-outage-")))
-    run_flask(["db", "upgrade"], private.url, cwd=fixture_repo)
-    yield private
-    private.resume()
-    private.close()
+    try:
+        owner, runtime = create_roles(private.url)
+        run_flask(["db", "upgrade"], runtime, cwd=fixture_repo, **two_roles(owner))
+        yield Outage(private, owner, runtime)
+    finally:
+        private.resume()
+        private.close()  # the roles and the database go with the server
 
 
 @pytest.fixture
 def service(server, fixture_repo, tmp_path):
     port = free_port()
     log = tmp_path / "service.log"
-    proc = start_entrypoint(fixture_repo, server.url, log, PORT=str(port), WEB_CONCURRENCY="2",
-                            ACCESS_LOG="0", DB_QUERY_TIMEOUT=str(QUERY_TIMEOUT))
+    proc = start_entrypoint(fixture_repo, server.runtime, log, PORT=str(port),
+                            WEB_CONCURRENCY="2", ACCESS_LOG="0",
+                            DB_QUERY_TIMEOUT=str(QUERY_TIMEOUT), **two_roles(server.owner))
     wait_for_http(port, "/readyz", proc)
     yield port, log
     server.resume()
@@ -97,6 +129,7 @@ def test_a_hung_database_leaves_healthz_answering_and_the_api_answering_503(serv
         server.resume()
         recovered = wait_until_served(port)
     statuses = {status for status, _ in load.answers}
+    reconnected_as = serving_roles(server.owner)
 
     # Assert: requests caught in the hang wait out the deadline (a pooled connection's
     # ping, then one reconnect). A request admitted just before its worker saw the first
@@ -113,6 +146,7 @@ def test_a_hung_database_leaves_healthz_answering_and_the_api_answering_503(serv
     assert 503 in statuses
     assert all("database" in body["error"] for status, body in load.answers if status == 503)
     assert recovered < 10
+    assert reconnected_as == [server.runtime.username]
     text = log.read_text()
     assert "Traceback" not in text
     assert len(text.splitlines()) < 60
@@ -134,6 +168,7 @@ def test_a_stopped_database_answers_503_quietly_and_recovers_without_a_restart(s
         server.start()
         recovered = wait_until_served(port)
     failed = [body for status, body in load.answers if status == 503]
+    reconnected_as = serving_roles(server.owner)
 
     # Assert
     assert {status for status, _ in load.answers} <= {200, 201, 503}
@@ -141,6 +176,7 @@ def test_a_stopped_database_answers_503_quietly_and_recovers_without_a_restart(s
     assert all(body["error"].startswith("database unavailable") for body in failed)
     assert ready_status == 503 and ready["reason"].startswith("database unavailable")
     assert recovered < 10
+    assert reconnected_as == [server.runtime.username]
     new_lines = log.read_text().splitlines()[lines_before:]
     assert not [line for line in new_lines if "Traceback" in line]
     assert len(new_lines) < 40, f"{len(failed)} failed requests made {len(new_lines)} lines"

@@ -3,17 +3,14 @@ change rows but never the schema nor the lifecycle's records.
 
 The database belongs to the owner role (as a managed database's application owner would);
 the runtime role is a plain login. ``MIGRATION_DATABASE_URL`` names the first,
-``DATABASE_URL`` the second; the lifecycle keeps the runtime role's grants.
+``DATABASE_URL`` the second; the lifecycle keeps the runtime role's grants. The roles come
+from tests/conftest.py (``roles``, ``create_roles``), which the outage and rolling-deploy
+tests share: they run with both roles too.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
-
-import psycopg2
-import pytest
-from psycopg2 import errors
 
 from testkit.support import (
     ClientThreads,
@@ -26,44 +23,7 @@ from testkit.support import (
     wait_for_http,
     write_revision,
 )
-from tests.conftest import connect_kwargs, run_flask
-
-
-@pytest.fixture
-def roles(pg_server):
-    """(owner URL, runtime URL) for a fresh database the owner role owns."""
-    suffix = uuid.uuid4().hex[:8]
-    owner, runtime = f"owner_{suffix}", f"runtime_{suffix}"
-    admin = pg_server.url
-    execute_sql(admin, f"CREATE ROLE {owner} LOGIN PASSWORD 'owner-pw'")
-    execute_sql(admin, f"CREATE ROLE {runtime} LOGIN PASSWORD 'runtime-pw'")
-    database = f"roles_{suffix}"
-    execute_sql(admin, f"CREATE DATABASE {database} OWNER {owner}")
-    base = admin.set(database=database)
-    yield (base.set(username=owner, password="owner-pw"),
-           base.set(username=runtime, password="runtime-pw"))
-    execute_sql(admin, f"DROP DATABASE {database} WITH (FORCE)")
-    execute_sql(admin, f"DROP ROLE {runtime}")
-    execute_sql(admin, f"DROP ROLE {owner}")
-
-
-def two_roles(owner) -> dict[str, str]:
-    return {"MIGRATION_DATABASE_URL": owner.render_as_string(hide_password=False)}
-
-
-def refused(url, statement: str) -> bool:
-    """Whether the role of ``url`` is refused ``statement`` for want of a privilege."""
-    conn = psycopg2.connect(**connect_kwargs(url))
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement)
-        return False
-    except (errors.InsufficientPrivilege, errors.UndefinedTable):
-        return True
-    finally:
-        conn.rollback()
-        conn.close()
-
+from tests.conftest import refused, run_flask, two_roles
 
 SCHEMA_CHANGES = [
     "CREATE TABLE intruder (id int)",
