@@ -23,5 +23,7 @@ def init_app(app: Flask) -> None:
     """
     from backend import models  # noqa: F401  (registers every table)
     from backend.api import api
+    from backend.api.commands import users_cli
 
     app.register_blueprint(api)
+    app.cli.add_command(users_cli)

@@ -1,25 +1,26 @@
 """The domain's JSON API, mounted under /api.
 
 Every error under /api answers JSON, whether raised by a view or by Flask's routing, so a
-client never has to parse an HTML error page.
+client never has to parse an HTML error page. Every request but signing up carries a bearer
+token (backend.api.auth), and a user reaches only their own rows: anyone else's answer 404,
+exactly as rows that do not exist, so ids do not tell who has what.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
 from flask import Blueprint, Response, abort, jsonify, request
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from backend.api.validation import MAX_ID, page_args
+from backend.api.auth import authenticate
+from backend.api.validation import MAX_ID, page_args, require_json_body
 from backend.extensions import db
 
 api = Blueprint("api", __name__, url_prefix="/api")
-
-Model = TypeVar("Model", bound=db.Model)
 
 UNIQUE_VIOLATION = "23505"
 FOREIGN_KEY_VIOLATION = "23503"
@@ -33,30 +34,51 @@ def json_error(exc: HTTPException) -> tuple[Response, int]:
     response = jsonify(error=message)
     if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
         response.headers["Allow"] = ", ".join(exc.valid_methods)
+    if exc.code == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
     if exc.code in (408, 413):  # the rest of the body is not worth reading: hang up after
         response.headers["Connection"] = "close"
     return response, exc.code or 500
 
 
+def _under_api() -> bool:
+    prefix = api.url_prefix or ""
+    return request.path == prefix or request.path.startswith(prefix + "/")
+
+
 def _routing_error(exc: HTTPException) -> HTTPException | tuple[Response, int]:
     """404 and 405 from URL matching happen before any blueprint is chosen, so only an
     app-wide handler sees them; it answers JSON for /api paths and leaves the rest alone."""
-    prefix = api.url_prefix or ""
-    if request.path == prefix or request.path.startswith(prefix + "/"):
-        return json_error(exc)
-    return exc
+    return json_error(exc) if _under_api() else exc
+
+
+def _headers(response: Response) -> Response:
+    """On every /api answer, errors from routing included: a browser must not guess a JSON
+    body is HTML (nosniff), and no cache, shared or the browser's, keeps a user's data."""
+    if _under_api():
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 api.register_error_handler(HTTPException, json_error)
 api.app_errorhandler(404)(_routing_error)
 api.app_errorhandler(405)(_routing_error)
+api.after_app_request(_headers)
+# Who asks first, then what they sent: a client without a token learns nothing about its
+# request (the serving layer has already read the body, within its size and time limits).
+api.before_request(authenticate)
+api.before_request(require_json_body)
 
 
-def get_or_404(model: type[Model], ident: int, name: str | None = None) -> Model:
-    """An id past BIGINT cannot exist, and asking PostgreSQL about it would be a driver error."""
-    row = db.session.get(model, ident) if 1 <= ident <= MAX_ID else None
+def one_or_404(query: sa.Select, name: str, ident: int) -> Any:
+    """The one row ``query`` finds for ``ident``, or a 404 naming it.
+
+    An id past BIGINT cannot exist, and asking PostgreSQL about it would be a driver error.
+    """
+    row = db.session.scalar(query) if 1 <= ident <= MAX_ID else None
     if row is None:
-        abort(404, description=f"{name or model.__name__.lower()} {ident} not found")
+        abort(404, description=f"{name} {ident} not found")
     return row
 
 

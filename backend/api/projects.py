@@ -4,47 +4,49 @@ from __future__ import annotations
 
 from flask import Response, jsonify, url_for
 
-from backend.api import api, commit, created, get_or_404, list_page
-from backend.api.validation import id_value, json_object, query_int, text_value
+from backend.api import api, commit, created, list_page, one_or_404
+from backend.api.auth import current_user_id
+from backend.api.validation import json_object, text_value
 from backend.extensions import db
-from backend.models import Project, User
+from backend.models import Project
 from backend.models.project import slugify
 
 NAME_MAX = Project.__table__.c.name.type.length
 
 
+def owned_project(project_id: int) -> Project:
+    """The caller's project ``project_id``; 404 for anyone else's, as for one that never was."""
+    query = db.select(Project).where(Project.id == project_id,
+                                     Project.owner_id == current_user_id())
+    return one_or_404(query, "project", project_id)
+
+
 @api.post("/projects")
 def create_project() -> tuple[Response, int, dict[str, str]]:
-    body = json_object(required=("owner_id", "name"))
-    owner_id = id_value(body["owner_id"], "owner_id")
+    body = json_object(required=("name",))
     name = text_value(body["name"], "name", NAME_MAX)
-    get_or_404(User, owner_id)
-    project = Project(owner_id=owner_id, name=name, slug=slugify(name))
+    project = Project(owner_id=current_user_id(), name=name, slug=slugify(name))
     db.session.add(project)
-    commit(missing=f"user {owner_id} not found")
+    commit()
     return created(project.to_dict(), url_for("api.get_project", project_id=project.id))
 
 
 @api.get("/projects")
 def list_projects() -> Response:
-    # An unknown owner is not an error here: the filter simply matches nothing.
-    query = db.select(Project).order_by(Project.id)
-    owner_id = query_int("owner_id")
-    if owner_id is not None:
-        query = query.where(Project.owner_id == owner_id)
+    query = db.select(Project).where(Project.owner_id == current_user_id()).order_by(Project.id)
     return list_page(query, Project.to_dict)
 
 
 @api.get("/projects/<int:project_id>")
 def get_project(project_id: int) -> Response:
-    return jsonify(get_or_404(Project, project_id).to_dict())
+    return jsonify(owned_project(project_id).to_dict())
 
 
 @api.patch("/projects/<int:project_id>")
 def update_project(project_id: int) -> Response:
     body = json_object(required=("name",))
     name = text_value(body["name"], "name", NAME_MAX)
-    project = get_or_404(Project, project_id)
+    project = owned_project(project_id)
     # The slug always follows the name, so it can never describe a name the project lost.
     project.name, project.slug = name, slugify(name)
     commit()
@@ -54,6 +56,6 @@ def update_project(project_id: int) -> Response:
 @api.delete("/projects/<int:project_id>")
 def delete_project(project_id: int) -> tuple[str, int]:
     # The schema's ON DELETE CASCADE removes the tasks; loading them here would be wasted work.
-    db.session.delete(get_or_404(Project, project_id))
+    db.session.delete(owned_project(project_id))
     commit()
     return "", 204

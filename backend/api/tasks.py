@@ -6,7 +6,9 @@ from typing import Any
 
 from flask import Response, jsonify, url_for
 
-from backend.api import api, commit, created, get_or_404, list_page
+from backend.api import api, commit, created, list_page, one_or_404
+from backend.api.auth import current_user_id
+from backend.api.projects import owned_project
 from backend.api.validation import (
     bad_request,
     date_value,
@@ -24,6 +26,13 @@ TITLE_MAX = Task.__table__.c.title.type.length
 EDITABLE = ("title", "status", "due_date")
 
 
+def owned_task(task_id: int) -> Task:
+    """The caller's task ``task_id`` (in one of their projects); 404 for anyone else's."""
+    query = (db.select(Task).join(Task.project)
+             .where(Task.id == task_id, Project.owner_id == current_user_id()))
+    return one_or_404(query, "task", task_id)
+
+
 def _changes(body: dict[str, Any]) -> dict[str, Any]:
     """Validated values for whichever editable fields the body carries."""
     checks = {"title": lambda v: text_value(v, "title", TITLE_MAX),
@@ -37,7 +46,7 @@ def create_task() -> tuple[Response, int, dict[str, str]]:
     body = json_object(required=("project_id", "title"), optional=("status", "due_date"))
     project_id = id_value(body["project_id"], "project_id")
     values = {"status": "todo", **_changes(body)}
-    get_or_404(Project, project_id)
+    owned_project(project_id)
     task = Task(project_id=project_id, **values)
     db.session.add(task)
     commit(missing=f"project {project_id} not found")
@@ -46,7 +55,8 @@ def create_task() -> tuple[Response, int, dict[str, str]]:
 
 @api.get("/tasks")
 def list_tasks() -> Response:
-    query = db.select(Task).order_by(Task.id)
+    query = (db.select(Task).join(Task.project)
+             .where(Project.owner_id == current_user_id()).order_by(Task.id))
     project_id = query_int("project_id")
     if project_id is not None:
         query = query.where(Task.project_id == project_id)
@@ -58,7 +68,7 @@ def list_tasks() -> Response:
 
 @api.get("/tasks/<int:task_id>")
 def get_task(task_id: int) -> Response:
-    return jsonify(get_or_404(Task, task_id).to_dict())
+    return jsonify(owned_task(task_id).to_dict())
 
 
 @api.patch("/tasks/<int:task_id>")
@@ -66,7 +76,7 @@ def update_task(task_id: int) -> Response:
     changes = _changes(json_object(optional=EDITABLE))
     if not changes:
         bad_request(f"nothing to update: give at least one of {', '.join(EDITABLE)}")
-    task = get_or_404(Task, task_id)
+    task = owned_task(task_id)
     for field, value in changes.items():
         setattr(task, field, value)
     commit()
@@ -75,6 +85,6 @@ def update_task(task_id: int) -> Response:
 
 @api.delete("/tasks/<int:task_id>")
 def delete_task(task_id: int) -> tuple[str, int]:
-    db.session.delete(get_or_404(Task, task_id))
+    db.session.delete(owned_task(task_id))
     commit()
     return "", 204

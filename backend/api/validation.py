@@ -29,6 +29,20 @@ def bad_request(message: str) -> NoReturn:
     abort(400, description=message)
 
 
+def require_json_body() -> None:
+    """A request that sends a body must say it is JSON, or it is refused with a 415 (a POST
+    with no body, such as a token's renewal, needs no type).
+
+    The parser below would read any body as JSON, and a browser sends text/plain,
+    form-encoded and multipart bodies to another site without asking it first, so any page
+    could post here from its visitors' browsers. A JSON body needs a CORS preflight, which
+    this API never grants.
+    """
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if (request.content_length or chunked) and request.mimetype != "application/json":
+        abort(415, description="request body must be JSON (Content-Type: application/json)")
+
+
 def _parse_json() -> Any:
     """The body parsed, or a 400.
 

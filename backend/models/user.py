@@ -16,6 +16,8 @@ class User(db.Model):
     id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
     email: Mapped[str] = mapped_column(sa.String(320), unique=True)
     name: Mapped[str] = mapped_column(sa.String(200))
+    # The SHA-256 of the user's API token, hex; the token itself is never stored.
+    token_hash: Mapped[str | None] = mapped_column(sa.String(64), unique=True, index=True)
     created_at: Mapped[datetime] = mapped_column(
         sa.DateTime(timezone=True), server_default=sa.func.now()
     )

@@ -9,18 +9,11 @@ import pytest
 from backend import MAX_BODY_BYTES, create_app
 from backend.config import Config
 from backend.models.project import SLUG_MAX
-from tests.api.test_users import assert_error, make_user
+from tests.api.support import assert_error, bearer, make_project, make_task, sign_up
 
 
-def make_project(client, name="Apollo"):
-    owner = make_user(client)
-    response = client.post("/api/projects", json={"owner_id": owner["id"], "name": name})
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()
-
-
-def post_raw(client, path: str, data: str | bytes):
-    return client.post(path, data=data, content_type="application/json")
+def post_raw(client, path: str, data: str | bytes, headers=None):
+    return client.post(path, data=data, content_type="application/json", headers=headers)
 
 
 @pytest.mark.parametrize("depth", [1_000, 30_000])
@@ -41,31 +34,31 @@ def test_a_lone_surrogate_in_a_string_is_a_400(client, path, body):
     assert "valid Unicode" in assert_error(response, 400)
 
 
-def test_a_lone_surrogate_in_project_and_task_text_is_a_400(client):
-    project = make_project(client)
+def test_a_lone_surrogate_in_project_and_task_text_is_a_400(client, auth):
+    project = make_project(client, auth)
 
     responses = [
-        post_raw(client, "/api/projects", json.dumps({"owner_id": project["owner_id"],
-                                                      "name": "\ud800"})),
+        post_raw(client, "/api/projects", json.dumps({"name": "\ud800"}), auth),
         client.patch(f"/api/projects/{project['id']}", data=json.dumps({"name": "x\ud800"}),
-                     content_type="application/json"),
+                     content_type="application/json", headers=auth),
         post_raw(client, "/api/tasks", json.dumps({"project_id": project["id"],
-                                                   "title": "\udc00"})),
+                                                   "title": "\udc00"}), auth),
     ]
 
     for response in responses:
         assert "valid Unicode" in assert_error(response, 400)
 
 
-def test_a_slug_fits_its_column_whatever_the_name(client):
+def test_a_slug_fits_its_column_whatever_the_name(client, auth):
     # 'İ' lower-cases to two characters; 200 of them would make a 400-character slug.
     name = "İ" * 200
 
-    project = make_project(client, name=name)
+    project = make_project(client, auth, name=name)
 
     assert project["name"] == name
     assert 0 < len(project["slug"]) <= SLUG_MAX
-    renamed = client.patch(f"/api/projects/{project['id']}", json={"name": "İ" * 150})
+    renamed = client.patch(f"/api/projects/{project['id']}", json={"name": "İ" * 150},
+                           headers=auth)
     assert renamed.status_code == 200 and len(renamed.get_json()["slug"]) <= SLUG_MAX
 
 
@@ -88,17 +81,29 @@ def test_many_unknown_fields_are_named_briefly(client):
 
 
 @pytest.mark.parametrize("path", ["/api/users/%EF%BC%91", "/api/users/%C2%B9",
-                                  "/api/tasks/%D9%A1"])
+                                  "/api/projects/%EF%BC%91", "/api/tasks/%D9%A1"])
 def test_ids_are_ascii_digits_only(client, path):
-    make_user(client)  # user 1 exists; a fullwidth or Arabic-Indic one must not reach it
+    # User, project and task 1 exist and are the caller's: a fullwidth, superscript or
+    # Arabic-Indic one must not reach them.
+    user, headers = sign_up(client)
+    project = make_project(client, headers)
+    task = make_task(client, headers, project["id"])
+    assert user["id"] == project["id"] == task["id"] == 1
 
-    assert_error(client.get(path), 404)
+    response = client.get(path, headers=headers)
+
+    assert_error(response, 404)
 
 
-def test_a_schema_not_migrated_answers_503_not_500(empty_db):
+@pytest.mark.parametrize(("method", "path", "body", "headers"), [
+    ("post", "/api/users", {"email": "ada@example.com", "name": "Ada"}, None),
+    # Looking up the token is the first thing such a request asks the database.
+    ("get", "/api/users/me", None, bearer("t" * 43)),
+], ids=["signing up", "with a token"])
+def test_a_schema_not_migrated_answers_503_not_500(empty_db, method, path, body, headers):
     app = create_app(Config(database_url=empty_db))
 
-    response = app.test_client().get("/api/users")
+    response = getattr(app.test_client(), method)(path, json=body, headers=headers)
 
     message = assert_error(response, 503)
     assert message.startswith("database schema not ready for this code")
