@@ -24,6 +24,8 @@ except ConfigError as exc:
 # default: the one writable path of a read-only container). The master holds a lock on it
 # while it lives and removes it as it exits; a master that could not (SIGKILL, a container
 # killed) leaves its directory unlocked, and the next start under the same TMPDIR removes it.
+# METRICS=off makes none, and drops the variable if the environment had it: nothing is
+# written, and prometheus_client keeps its numbers in each process's memory, unread.
 _METRICS_PREFIX = "backend-metrics-"
 _METRICS_OWNER = ".owner"
 _METRICS_MASTER = "BACKEND_METRICS_MASTER_PID"
@@ -69,13 +71,16 @@ def _metrics_directory() -> str:
     return path
 
 
-try:
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_directory()
-except OSError as exc:
-    print(f"refusing to start: cannot make the metrics directory under "
-          f"{tempfile.gettempdir()} (set TMPDIR to a writable directory): {exc}",
-          file=sys.stderr)
-    raise SystemExit(2) from None
+if settings.metrics:
+    try:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_directory()
+    except OSError as exc:
+        print(f"refusing to start: cannot make the metrics directory under "
+              f"{tempfile.gettempdir()} (set TMPDIR to a writable directory): {exc}",
+              file=sys.stderr)
+        raise SystemExit(2) from None
+else:
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 
 # Only now: these import the app's modules, and with them prometheus_client.
 from prometheus_client import multiprocess  # noqa: E402
@@ -83,7 +88,11 @@ from prometheus_client import multiprocess  # noqa: E402
 from backend.migrate.prestart import prepare_to_serve  # noqa: E402
 from backend.serving.worker import prepare_worker  # noqa: E402
 
-bind = f"0.0.0.0:{settings.port}"
+bind = [f"0.0.0.0:{settings.port}"]
+# METRICS_PORT: a second listener, for /metrics alone (backend/serving/metrics.py tells the
+# two apart by the port each connection was accepted on).
+if settings.metrics and settings.metrics_port is not None:
+    bind.append(f"0.0.0.0:{settings.metrics_port}")
 workers = settings.web_concurrency
 # Threads, not one request per process: a request waiting on a slow or hung database holds
 # one thread, and /healthz (which touches no database) still finds a free one. The
@@ -120,7 +129,8 @@ def child_exit(server, worker) -> None:
     """In the master, once a worker has gone (stopped, killed or timed out): its gauges
     of live processes (connections in use, the breaker) go with it. Its counters stay: the
     requests it answered were answered."""
-    multiprocess.mark_process_dead(worker.pid)
+    if settings.metrics:
+        multiprocess.mark_process_dead(worker.pid)
 
 
 # No control socket: nothing here uses gunicornc, and the home directory may be read-only.

@@ -170,6 +170,20 @@ def _directory(environ: Mapping[str, str], name: str, default: str) -> Path:
     return directory if directory.is_absolute() else PROJECT_ROOT / directory
 
 
+def _metrics_port(environ: Mapping[str, str], port: int) -> int | None:
+    """``METRICS_PORT``: a second port gunicorn listens on, the only one that answers
+    ``/metrics`` (and that answers nothing else); None (unset): ``/metrics`` is served on
+    ``PORT``."""
+    if not environ.get("METRICS_PORT", "").strip():
+        return None
+    metrics_port = parse_int(environ, "METRICS_PORT", 0, minimum=1, maximum=65535)
+    if metrics_port == port:
+        raise ConfigError(f"METRICS_PORT must differ from PORT ({port}): it is a second port "
+                          "that serves /metrics alone; leave it unset to serve /metrics on "
+                          "PORT")
+    return metrics_port
+
+
 def log_format_from(environ: Mapping[str, str] | None = None) -> str:
     """``LOG_FORMAT`` alone, for the tools that log before (or without) a whole ``Config``.
     A value they do not understand means text; the service itself refuses it at start."""
@@ -218,6 +232,10 @@ class Config:
     log_level: str = "info"
     access_log: bool = True
     migrate_on_start: bool = True
+    # /metrics (docs/operations.md, "Metrics"): METRICS=off records nothing and answers 404;
+    # METRICS_PORT moves /metrics to a port of its own, which answers nothing else.
+    metrics: bool = True
+    metrics_port: int | None = None
     # Seconds one request's statement may run (server side) and wait for an answer (client
     # side, one second more): a hung database costs a request this long, not a worker.
     db_query_timeout: float = 5.0
@@ -243,6 +261,7 @@ class Config:
         env = os.environ if environ is None else environ
         log_format = _choice(env, "LOG_FORMAT", ("text", "json"), "text")
         database_url = parse_database_url(env.get("DATABASE_URL"))
+        port = parse_int(env, "PORT", 8000, minimum=1, maximum=65535)
         return cls(
             database_url=database_url,
             migration_database_url=_owner_url(env, database_url),
@@ -255,7 +274,7 @@ class Config:
             migration_retry_delay=_float(env, "MIGRATION_RETRY_DELAY", 1.0),
             allow_edited=parse_flag(env, "MIGRATION_ALLOW_EDITED"),
             allow_ahead=parse_flag(env, "MIGRATION_ALLOW_AHEAD", default=True),
-            port=parse_int(env, "PORT", 8000, minimum=1, maximum=65535),
+            port=port,
             web_concurrency=parse_int(env, "WEB_CONCURRENCY", 2, minimum=1, maximum=64),
             threads=parse_int(env, "GUNICORN_THREADS", 4, minimum=1, maximum=256),
             worker_timeout=parse_int(env, "GUNICORN_TIMEOUT", 30, minimum=1),
@@ -263,6 +282,8 @@ class Config:
             log_level=_choice(env, "GUNICORN_LOG_LEVEL", LOG_LEVELS, "info"),
             access_log=parse_flag(env, "ACCESS_LOG", default=True),
             migrate_on_start=parse_flag(env, "MIGRATE_ON_START", default=True),
+            metrics=parse_flag(env, "METRICS", default=True),
+            metrics_port=_metrics_port(env, port),
             db_query_timeout=_float(env, "DB_QUERY_TIMEOUT", 5.0, positive=True),
             body_timeout=_float(env, "BODY_TIMEOUT", 10.0, positive=True),
             backup_before_migrate=parse_flag(env, "BACKUP_BEFORE_MIGRATE"),

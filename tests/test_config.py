@@ -90,6 +90,7 @@ def test_serving_settings_have_defaults():
     assert (config.port, config.web_concurrency, config.threads) == (8000, 2, 4)
     assert config.migrate_on_start is True and config.access_log is True
     assert config.db_query_timeout == 5.0 and config.log_level == "info"
+    assert config.metrics is True and config.metrics_port is None
 
 
 @pytest.mark.parametrize(("name", "value"), [
@@ -99,6 +100,8 @@ def test_serving_settings_have_defaults():
     ("DB_WAIT_TIMEOUT", "nan"), ("DB_WAIT_TIMEOUT", "inf"), ("DB_WAIT_TIMEOUT", "-1"),
     ("DB_QUERY_TIMEOUT", "0"), ("BODY_TIMEOUT", "soon"),
     ("MIGRATE_ON_START", "maybe"), ("ACCESS_LOG", "2"), ("GUNICORN_LOG_LEVEL", "loud"),
+    ("METRICS", "maybe"), ("METRICS", "9100"), ("METRICS_PORT", "0"), ("METRICS_PORT", "65536"),
+    ("METRICS_PORT", "metrics"), ("METRICS_PORT", "91.5"), ("METRICS_PORT", "8000"),
 ])
 def test_every_bad_setting_is_refused_naming_it(name, value):
     with pytest.raises(ConfigError) as info:
@@ -114,3 +117,26 @@ def test_every_bad_setting_is_refused_naming_it(name, value):
 ])
 def test_booleans_are_spelled_one_way_everywhere(value, expected):
     assert Config.from_env({**BASE, "MIGRATE_ON_START": value}).migrate_on_start is expected
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({}, (True, None)),
+    ({"METRICS": "off"}, (False, None)),
+    ({"METRICS": "ON", "METRICS_PORT": " 9100 "}, (True, 9100)),
+    ({"METRICS_PORT": ""}, (True, None)),
+    ({"PORT": "9100", "METRICS_PORT": "8000"}, (True, 8000)),
+    ({"METRICS": "off", "METRICS_PORT": "9100"}, (False, 9100)),
+])
+def test_metrics_settings(env, expected):
+    config = Config.from_env({**BASE, **env})
+
+    assert (config.metrics, config.metrics_port) == expected
+
+
+def test_the_metrics_port_must_not_be_the_public_one():
+    with pytest.raises(ConfigError) as info:
+        Config.from_env({**BASE, "PORT": "9100", "METRICS_PORT": "9100"})
+
+    message = str(info.value)
+    assert message.startswith("METRICS_PORT must differ from PORT (9100)")
+    assert "\n" not in message

@@ -14,13 +14,18 @@ import time
 from pathlib import Path
 
 import psutil
+import psycopg2
 import pytest
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import event
 
 from backend import create_app
 from backend.config import Config
 from backend.extensions import db
+from backend.migrate.lock import LOCK_KEY
+from backend.postgres import connect_kwargs
+from backend.serving import metrics
 from testkit.support import (
     FIXTURE_REVISIONS,
     PrivateServer,
@@ -369,3 +374,229 @@ def test_without_a_database_metrics_answers_200_and_counts_the_failure():
     assert not [name for name, _ in after if name.startswith("backend_schema_")]
     assert (value(after, "backend_metrics_database_errors_total", source="schema")
             - value(before, "backend_metrics_database_errors_total", source="schema")) == 1
+
+
+# --- METRICS=off and METRICS_PORT ---------------------------------------------------------
+
+
+def statuses_of(calls: list) -> list:
+    """Each call's result, in order; what failed as its repr."""
+    return [result if isinstance(result, (int, tuple)) else repr(result)
+            for result in run_concurrently(calls, CLIENTS)]
+
+
+def test_metrics_off_records_nothing_and_metrics_answers_404(fixture_repo, fixture_db,
+                                                             tmp_path):
+    # Arrange: a TMPDIR of the test's own, and a multiprocess directory the environment
+    # names, as an operator's might: neither may get a file.
+    base, inherited = tmp_path / "tmp", tmp_path / "inherited"
+    base.mkdir()
+    inherited.mkdir()
+    port, proc, log = serve(fixture_repo, fixture_db, tmp_path, WEB_CONCURRENCY="2",
+                            METRICS="off", TMPDIR=str(base),
+                            PROMETHEUS_MULTIPROC_DIR=str(inherited))
+    try:
+        # Act: right after the start, through both workers.
+        served_api = burst(port)
+        scraped = statuses_of([lambda: request(port, "GET", "/metrics")[0]] * CLIENTS)
+        written = [*base.iterdir(), *inherited.iterdir()]
+    finally:
+        stop(proc)
+
+    # Assert
+    assert served_api == [200] * (CLIENTS * ROUNDS)
+    assert scraped == [404] * CLIENTS
+    assert written == [], "no multiprocess file, no directory"
+    assert "Traceback" not in log.read_text()
+
+
+PORT_ROUNDS = 3  # of the nine requests below, for each client
+
+
+def test_metrics_port_answers_metrics_alone_and_the_public_port_everything_else(
+        fixture_repo, fixture_db, tmp_path):
+    # Arrange
+    metrics_port = free_port()
+    port, proc, log = serve(fixture_repo, fixture_db, tmp_path, WEB_CONCURRENCY="2",
+                            ACCESS_LOG="1", METRICS_PORT=str(metrics_port))
+    # (port, path, Host header or None, the status expected); the Host header names the
+    # other port, and changes nothing: the port the connection came in on decides.
+    plan = [
+        (port, WIDGETS, None, 200),
+        (port, "/healthz", None, 200),
+        (port, "/metrics", None, 404),
+        (port, "/metrics", f"127.0.0.1:{metrics_port}", 404),
+        (metrics_port, "/metrics", None, 200),
+        (metrics_port, "/metrics", f"127.0.0.1:{port}", 200),
+        (metrics_port, WIDGETS, None, 404),
+        (metrics_port, "/healthz", None, 404),
+        (metrics_port, "/", None, 404),
+    ]
+
+    def client() -> list[tuple]:
+        answers = []
+        for _ in range(PORT_ROUNDS):
+            for target, path, host, _expected in plan:
+                status, _ = request(target, "GET", path,
+                                    headers={"Host": host} if host else None)
+                answers.append((target, path, host, status))
+        return answers
+
+    try:
+        # Act: right after the start, through both workers, both ports at once.
+        results = run_concurrently([client] * CLIENTS, CLIENTS)
+        samples = scrape(metrics_port)
+        served_by = pids_in(log)
+    finally:
+        stop(proc)
+
+    # Assert
+    expected = [(target, path, host, status) for target, path, host, status in plan]
+    assert results == [expected * PORT_ROUNDS] * CLIENTS
+    assert len(served_by) == 2, "both workers served"
+    n = CLIENTS * PORT_ROUNDS
+    assert served(samples, WIDGETS) == n
+    assert served(samples, "/metrics") == 2 * n
+    # The refused requests count as what they were, paths not found: none under its rule.
+    assert served(samples, "unmatched", status="404") == 5 * n
+    assert served(samples, "/metrics", status="404") == 0
+    assert served(samples, WIDGETS, status="404") == 0
+
+
+class FakeSocket:
+    """What gunicorn hands the app as ``gunicorn.socket``: the accepted connection."""
+
+    def __init__(self, address) -> None:
+        self.address = address
+
+    def getsockname(self):
+        return self.address
+
+
+@pytest.fixture
+def port_app(fixture_db, fixture_repo) -> Flask:
+    app = create_app(Config(database_url=fixture_db, port=8000, metrics_port=9100))
+    app.extensions["migrate"].directory = str(fixture_repo / "migrations")
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.mark.parametrize(("accepted", "healthz", "metrics"), [
+    (("0.0.0.0", 8000), 200, 404),
+    (("0.0.0.0", 9100), 404, 200),
+    (("::", 9100, 0, 0), 404, 200),
+    ("/run/gunicorn.sock", 200, 404),  # a Unix socket is never the metrics port
+    (None, 200, 200),  # outside gunicorn: one listener, as if METRICS_PORT were unset
+])
+def test_the_port_a_connection_was_accepted_on_decides_never_the_host(port_app, accepted,
+                                                                      healthz, metrics):
+    client = port_app.test_client()
+    environ = {} if accepted is None else {"gunicorn.socket": FakeSocket(accepted)}
+    wrong_host = {"Host": "localhost:8000" if metrics == 200 else "localhost:9100",
+                  "X-Forwarded-Port": "9100"}
+
+    got = (client.get("/healthz", headers=wrong_host, environ_base=environ).status_code,
+           client.get("/metrics", headers=wrong_host, environ_base=environ).status_code)
+
+    assert got == (healthz, metrics)
+
+
+def test_metrics_off_registers_no_hook_and_leaves_the_pool_alone(fixture_db, fixture_repo):
+    app = create_app(Config(database_url=fixture_db, metrics=False))
+    app.extensions["migrate"].directory = str(fixture_repo / "migrations")
+    try:
+        hooks = [*app.before_request_funcs.get(None, []), *app.after_request_funcs.get(None, [])]
+        with app.app_context():
+            pool = db.engine.pool
+            listening = event.contains(db.engine, "checkout", metrics._checked_out)
+        response = app.test_client().get("/metrics")
+        healthz = app.test_client().get("/healthz")
+    finally:
+        with app.app_context():
+            db.engine.dispose()
+
+    assert not [hook for hook in hooks if hook.__module__ == metrics.__name__]
+    assert not getattr(pool, "_metrics_measured", False)
+    assert not listening
+    assert response.status_code == 404
+    assert healthz.status_code == 200
+
+
+# --- migrations: their durations and their lock waits -------------------------------------
+
+COLOUR = "ab00000000c1"
+
+
+def wait_for_line(log: Path, text: str, proc, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text():
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, f"no {text!r} in the log within {timeout}s"
+        time.sleep(0.05)
+
+
+def test_a_start_records_its_migration_the_lock_it_waited_for_and_its_table_lock_timeouts(
+        fixture_db, tmp_path):
+    # Arrange: a release with a revision to apply, and a session holding the migration lock
+    # and a lock on the revision's table.
+    repo = fixture_project(tmp_path / "repo")
+    write_revision(repo, COLOUR, FIXTURE_REVISIONS[-1], "add a widget colour",
+                   upgrade='op.add_column("widgets", sa.Column("colour", sa.Text()))',
+                   downgrade='op.drop_column("widgets", "colour")')
+    blocker = psycopg2.connect(**connect_kwargs(fixture_db))
+    port = free_port()
+    log = tmp_path / "serve.log"
+    try:
+        with blocker.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+            cur.execute("LOCK TABLE widgets IN ACCESS SHARE MODE")  # stays until rollback
+        proc = start_entrypoint(repo, fixture_db, log, PORT=str(port), WEB_CONCURRENCY="1",
+                                MIGRATION_LOCK_TIMEOUT="100ms", MIGRATION_RETRIES="20",
+                                MIGRATION_RETRY_DELAY="0.1")
+        try:
+            # Act: the start waits for the migration lock a second, then its revision
+            # waits for the table until a try has timed out.
+            wait_for_line(log, "waiting for the migration lock", proc)
+            time.sleep(1.0)
+            with blocker.cursor() as cur:
+                cur.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+            wait_for_line(log, "could not lock a table within lock_timeout", proc)
+            blocker.rollback()
+            wait_for_http(port, "/readyz", proc)
+            migrated = scrape(port)
+        finally:
+            stop(proc)
+    finally:
+        blocker.close()
+
+    # Act: the next start, with nothing left to apply.
+    port, proc, _ = serve(repo, fixture_db, tmp_path, WEB_CONCURRENCY="1")
+    try:
+        again = scrape(port)
+    finally:
+        stop(proc)
+
+    # Assert
+    def count(samples, metric, **labels):
+        return value(samples, f"{metric}_count", **labels)
+
+    def total(samples, metric, **labels):
+        return value(samples, f"{metric}_sum", **labels)
+
+    waits, runs = "backend_migration_lock_wait_seconds", "backend_migration_duration_seconds"
+    assert count(migrated, waits, outcome="acquired") == 1
+    assert total(migrated, waits, outcome="acquired") >= 1.0
+    assert count(migrated, waits, outcome="gave_up") == 0
+    assert value(migrated, "backend_migration_lock_timeouts_total") >= 1
+    assert count(migrated, runs, outcome="applied") == 1
+    assert total(migrated, runs, outcome="applied") > total(migrated, waits, outcome="acquired")
+    assert count(migrated, runs, outcome="nothing") == 0
+    assert count(migrated, runs, outcome="failed") == 0
+    assert count(migrated, "backend_migration_revision_duration_seconds", direction="up") == 1
+    assert value(migrated, "backend_schema_revision", revision=COLOUR) == 1
+    assert count(again, runs, outcome="nothing") == 1
+    assert count(again, runs, outcome="applied") == 0
+    assert count(again, waits, outcome="acquired") == 1
+    assert total(again, waits, outcome="acquired") < 1.0
+    assert value(again, "backend_migration_lock_timeouts_total") == 0

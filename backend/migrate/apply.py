@@ -41,7 +41,7 @@ from backend.migrate.revisions import (
     unknown_reason,
 )
 from backend.postgres import describe_error
-from backend.serving.metrics import REVISION_SECONDS
+from backend.serving.metrics import MIGRATION_LOCK_TIMEOUTS, MIGRATION_SECONDS, REVISION_SECONDS
 
 log = logging.getLogger("backend.migrations")
 LOCK_NOT_AVAILABLE = "55P03"
@@ -208,6 +208,8 @@ def run_with_retries(connection: Connection, ctx: MigrationContext, steps: list,
             failed = steps[index].revision if index < len(steps) else None
             named = f"{failed.revision} ({failed.doc})" if failed else "?"
             lock_timeout = _is_lock_timeout(exc)
+            if lock_timeout:
+                MIGRATION_LOCK_TIMEOUTS.inc()
             if not lock_timeout or attempt == settings.migration_retries:
                 reason = describe_error(exc)
                 if lock_timeout:
@@ -263,6 +265,19 @@ def make_durable(connection: Connection, recorder: RevisionRecorder) -> None:
 
 def run_locked(connection: Connection, ctx: MigrationContext, scripts: ScriptDirectory,
                settings: Config, run: Callable[[], None], recorder: RevisionRecorder) -> None:
+    """Everything a schema-changing command does, under the lock; timed from the moment
+    it asks for the lock, by outcome (``backend_migration_duration_seconds``)."""
+    started = time.perf_counter()
+    outcome = "failed"
+    try:
+        _run_locked(connection, ctx, scripts, settings, run, recorder)
+        outcome = "applied" if recorder.applied else "nothing"
+    finally:
+        MIGRATION_SECONDS.labels(outcome).observe(time.perf_counter() - started)
+
+
+def _run_locked(connection: Connection, ctx: MigrationContext, scripts: ScriptDirectory,
+                settings: Config, run: Callable[[], None], recorder: RevisionRecorder) -> None:
     """Everything a schema-changing command does, under the lock."""
     started = time.perf_counter()
     with migration_lock(connection, settings.migration_lock_wait):

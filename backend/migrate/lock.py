@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from sqlalchemy import Connection, text
 
 from backend.migrate import LifecycleError
+from backend.serving.metrics import MIGRATION_LOCK_WAIT_SECONDS
 
 log = logging.getLogger("backend.lifecycle")
 
@@ -52,6 +53,7 @@ def migration_lock(connection: Connection, wait: float) -> Iterator[None]:
         connection.commit()
         now = time.monotonic()
         if now - started >= wait:
+            MIGRATION_LOCK_WAIT_SECONDS.labels("gave_up").observe(now - started)
             raise LifecycleError(f"gave up after {wait:g}s waiting for the migration lock, "
                                  f"held by {lock_holder(connection)}")
         if now >= next_log:
@@ -63,6 +65,7 @@ def migration_lock(connection: Connection, wait: float) -> Iterator[None]:
     # each revision's transaction on a clean connection.
     connection.commit()
     waited = time.monotonic() - started
+    MIGRATION_LOCK_WAIT_SECONDS.labels("acquired").observe(waited)
     if waited > 0.5:
         log.info("got the migration lock after %.1fs", waited)
     try:

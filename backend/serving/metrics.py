@@ -20,6 +20,16 @@ migrations in one short query under a statement timeout, and only once the schem
 found the database answering. A database down or hung costs a scrape what it costs
 ``/readyz``; those series are then left out, the failure is counted, and the scrape still
 answers 200.
+
+Two settings (``backend/config.py``). ``METRICS=off`` records nothing: no hook, no pool
+instrumentation, no multiprocess directory (``gunicorn.conf.py`` makes none), and
+``/metrics`` answers 404. ``METRICS_PORT`` moves ``/metrics`` to a second port gunicorn
+listens on: which port a request came in on is the port its connection was accepted on
+(the socket gunicorn hands the app), never the Host header or ``SERVER_PORT``, which the
+client writes. That port answers ``/metrics`` only, and the public one everything but
+``/metrics``, both with the application's own 404. Outside gunicorn (``flask run``, the
+test client) there is no second listener: ``/metrics`` is served as if the setting were
+unset.
 """
 
 from __future__ import annotations
@@ -27,12 +37,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import cache, lru_cache
 from typing import Any
 
 import psycopg2
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, abort, current_app, request
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
     REGISTRY,
@@ -81,6 +91,9 @@ WAITED = 0.001
 WAIT_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # A revision: milliseconds for a catalog change, minutes for an index built concurrently.
 REVISION_BUCKETS = (0.01, 0.05, 0.25, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
+# The migration lock: free in the usual case; another replica's whole migration when many
+# start together, up to MIGRATION_LOCK_WAIT (300 s by default).
+LOCK_WAIT_BUCKETS = (0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 REQUESTS = Counter(
     "backend_http_requests", "Requests answered, by route (the URL rule, or 'unmatched'), "
@@ -108,6 +121,18 @@ REVISION_SECONDS = Histogram(
     "backend_migration_revision_duration_seconds", "Revisions applied (direction 'up') or "
     "rolled back ('down') by this server's processes, with their duration.", ["direction"],
     buckets=REVISION_BUCKETS)
+MIGRATION_SECONDS = Histogram(
+    "backend_migration_duration_seconds", "Schema-changing commands run by this server's "
+    "processes (the start's upgrade), from asking for the migration lock to the end, by "
+    "outcome: 'applied' (revisions ran), 'nothing' (nothing was pending) or 'failed'.",
+    ["outcome"], buckets=REVISION_BUCKETS)
+MIGRATION_LOCK_WAIT_SECONDS = Histogram(
+    "backend_migration_lock_wait_seconds", "Seconds this server's processes waited for the "
+    "migration lock (one migrator at a time), by outcome: 'acquired', or 'gave_up' once "
+    "MIGRATION_LOCK_WAIT passed.", ["outcome"], buckets=LOCK_WAIT_BUCKETS)
+MIGRATION_LOCK_TIMEOUTS = Counter(
+    "backend_migration_lock_timeouts", "Tries of a revision that could not lock a table "
+    "within MIGRATION_LOCK_TIMEOUT (each is retried, up to MIGRATION_RETRIES tries).")
 SCRAPE_ERRORS = Counter(
     "backend_metrics_database_errors", "Scrapes that left out a source's series because "
     "the database did not answer for it.", ["source"])
@@ -116,10 +141,15 @@ SCRAPE_ERRORS = Counter(
 # defined before the first event.
 for _direction in ("up", "down"):
     REVISION_SECONDS.labels(_direction)
+for _outcome in ("applied", "nothing", "failed"):
+    MIGRATION_SECONDS.labels(_outcome)
+for _outcome in ("acquired", "gave_up"):
+    MIGRATION_LOCK_WAIT_SECONDS.labels(_outcome)
 for _source in ("schema", "background_migrations"):
     SCRAPE_ERRORS.labels(_source)
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+SCRAPE_ENDPOINT = "metrics.scrape"
 _STARTED = "backend.metrics.started"
 _CHECKED_OUT = "backend.metrics.checked_out"
 # (route, method, status) -> (its counter, its histogram): labels() validates and locks on
@@ -193,11 +223,48 @@ def instrument_pool(engine: Engine) -> None:
     event.listen(engine, "checkin", _checked_in)
 
 
+def accepted_port(environ: Mapping[str, Any]) -> int | None:
+    """The local port the request's connection was accepted on: None outside gunicorn
+    (no socket in the environ), 0 for a socket without one (a Unix socket)."""
+    sock = environ.get("gunicorn.socket")
+    if sock is None:
+        return None
+    try:
+        address = sock.getsockname()
+    except OSError:
+        return 0
+    return address[1] if isinstance(address, tuple) else 0
+
+
+def _port_guard(metrics_port: int) -> Callable[[], None]:
+    """A before-request hook: on ``metrics_port`` only ``/metrics`` exists, elsewhere
+    everything but. A refused request is answered 404 as if no route matched (and counted
+    so: route 'unmatched'), before any other hook can look at it."""
+
+    def only_metrics_on_its_port() -> None:
+        req = request._get_current_object()
+        port = accepted_port(req.environ)
+        if port is None:
+            return  # outside gunicorn: one listener, served as if METRICS_PORT were unset
+        if (port == metrics_port) != (req.endpoint == SCRAPE_ENDPOINT):
+            req.url_rule = None
+            abort(404)
+
+    return only_metrics_on_its_port
+
+
 def init_app(app: Flask) -> None:
-    """Count and time every request of ``app`` and instrument its database pool. Call it
+    """Count and time every request of ``app`` and instrument its database pool; with
+    ``METRICS_PORT``, keep ``/metrics`` and the application on their own ports. Call it
     before any other extension adds a before-request hook: one that answers early (a 503
-    from the outage breaker, a 408 for a stalled body) skips the hooks after it."""
+    from the outage breaker, a 408 for a stalled body) skips the hooks after it.
+    ``METRICS=off``: nothing at all."""
+    settings = app.config["SERVICE_CONFIG"]
+    if not settings.metrics:
+        return
     app.before_request(_start)
+    if settings.metrics_port is not None:
+        app.before_request(_port_guard(settings.metrics_port))
     app.after_request(_record)
     with app.app_context():
         instrument_pool(db.engine)
@@ -333,6 +400,8 @@ def _written() -> CollectorRegistry:
 
 @blueprint.get("/metrics")
 def scrape() -> Response:
+    if not current_app.config["SERVICE_CONFIG"].metrics:
+        abort(404)
     families = _database_families()  # first: a failure to read it counts in this scrape
     payload = generate_latest(_written()) + generate_latest(_Collected(families))
     return Response(payload, mimetype=None, content_type=CONTENT_TYPE_PLAIN_0_0_4)

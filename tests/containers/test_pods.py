@@ -353,22 +353,27 @@ class Pods:
         self.volume = docker("volume", "create", f"{self.prefix}-backups").stdout.strip()
         self.containers: list[str] = []
         self.images: list[str] = []
-        self.ports: dict[str, int] = {}
+        self.ports: dict[str, int] = {}  # each container's "http" port, on the host
+        self.metrics_ports: dict[str, int] = {}  # its "metrics" port (METRICS_PORT)
 
     def run(self, name: str, manifest: str, image: str | None = None, **env: str) -> str:
         """Start the pod of a manifest (or of the Deployment with a component) as a
         detached container; its name."""
         owner = f"postgresql://app_owner:{OWNER_PASSWORD}@db:5432/{self.database}"
         runtime = f"postgresql://app:{PASSWORD}@db:5432/{self.database}"
-        args = docker_run_args(pod_spec(manifest), image or self.node.image,
+        pod = pod_spec(manifest)
+        args = docker_run_args(pod, image or self.node.image,
                                env=env, **stand_ins(owner, runtime, self.volume))
         container = f"{self.prefix}-{name}"
         self.containers.append(container)
         docker("run", "-d", "--name", container, "--network", self.node.network, *args)
         published = json.loads(docker("inspect", container).stdout)[0]["NetworkSettings"]["Ports"]
-        for bindings in (published or {}).values():
+        (spec,) = pod["containers"]
+        for port in spec.get("ports", []):
+            bindings = (published or {}).get(f"{port['containerPort']}/tcp")
             if bindings:  # none once the container has exited
-                self.ports[container] = int(bindings[0]["HostPort"])
+                named = {"http": self.ports, "metrics": self.metrics_ports}[port["name"]]
+                named[container] = int(bindings[0]["HostPort"])
         return container
 
     def release_with(self, rev: str, message: str, upgrade: str, downgrade: str) -> str:
@@ -648,6 +653,9 @@ def test_by_default_the_job_migrates_as_the_owner_and_replicas_serve_as_the_runt
     replicas = [pods.run(f"web{i}", "deployment.yaml") for i in range(2)]
     logs = {name: wait_replica_ready(name) for name in replicas}
     ready = [http_get(pods.ports[name], "/readyz") for name in replicas]
+    scrapes = [(http_get(pods.ports[name], "/metrics")[0],
+                http_get(pods.metrics_ports[name], "/metrics")[0],
+                http_get(pods.metrics_ports[name], "/readyz")[0]) for name in replicas]
     status, _ = request(pods.ports[replicas[0]], "POST", "/api/widgets", {"name": "served"})
     serving = pods.sql(SESSION_ROLES)
     answers = role_answers(replicas[0], "DATABASE_URL", SCHEMA_AND_RECORDS + ROWS)
@@ -669,6 +677,8 @@ def test_by_default_the_job_migrates_as_the_owner_and_replicas_serve_as_the_runt
         assert json.loads(body)["current"] == json.loads(body)["head"] == [HEAD]
     for log in logs.values():
         assert "revision(s) from" not in log and "nothing to apply" not in log, log
+    # /metrics on the metrics port alone, which answers nothing else
+    assert scrapes == [(404, 200, 404)] * len(replicas)
     assert status == 201 and serving == "app"
     assert answers == {"current_user": "app", **dict.fromkeys(SCHEMA_AND_RECORDS, "refused"),
                        **dict.fromkeys(ROWS, "allowed")}
