@@ -1,7 +1,8 @@
 """Load from concurrent HTTP clients: several processes, each with several threads, each
 thread on its own kept-alive ``http.client.HTTPConnection`` (reopened when the server closes
-it). The client's own ceiling is measured against a trivial server, so a reader can tell
-whether the client limits the figures.
+it). Each request of a plan may carry headers of its own (a user's ``Authorization``), and
+a plan may carry headers every request sends. The client's own ceiling is measured against a
+trivial server, so a reader can tell whether the client limits the figures.
 """
 
 from __future__ import annotations
@@ -13,35 +14,57 @@ import multiprocessing as mp
 import socket
 import threading
 import time
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 from bench.common import percentile
 
 CONNECTIONS = 16
 PROCESSES = 4
-# One request: (method, path, JSON body or None). A plan is a list of them, run in turn.
-Request = tuple[str, str, Any]
 OK = (200, 201, 204)
+
+
+class Request(NamedTuple):
+    """One request of a plan: a plan is a list of them, run in turn. A plain
+    ``(method, path, body)`` tuple is one too, without headers of its own."""
+
+    method: str
+    path: str
+    body: Any = None  # sent as JSON, with Content-Type: application/json
+    headers: Mapping[str, str] | None = None
+
+
+def encode(plan: Sequence[Sequence[Any]], headers: Mapping[str, str] | None = None
+           ) -> list[tuple[str, str, bytes | None, dict[str, str]]]:
+    """Each request as sent: (method, path, JSON bytes or None, headers), the plan's
+    ``headers`` first and the request's own over them."""
+    encoded = []
+    for item in plan:
+        req = Request(*item)
+        body = None if req.body is None else json.dumps(req.body).encode()
+        sent = {**(headers or {}), **(req.headers or {})}
+        if body is not None:
+            sent.setdefault("Content-Type", "application/json")
+        encoded.append((req.method, req.path, body, sent))
+    return encoded
 
 MAX_REQUESTS_PER_THREAD = 500_000  # a bound on the loop, far above what 10 s can reach
 
 
-def _thread_loop(port: int, plan: list[Request], deadline: float, out: list[Any]) -> None:
-    """The plan's requests in turn on one reused connection until the deadline; appends
-    (ok, other, errors, latencies)."""
+def _thread_loop(port: int, encoded: list[tuple[str, str, bytes | None, dict[str, str]]],
+                 deadline: float, out: list[Any]) -> None:
+    """The plan's requests (as :func:`encode` gives them) in turn on one reused connection
+    until the deadline; appends (ok, other, errors, latencies)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     ok = other = errors = 0
     latencies: list[float] = []
-    encoded = [(method, path, None if body is None else json.dumps(body).encode())
-               for method, path, body in plan]
-    headers = {"Content-Type": "application/json"}
     for i in range(MAX_REQUESTS_PER_THREAD):
         started = time.perf_counter()
         if started >= deadline:
             break
-        method, path, body = encoded[i % len(encoded)]
+        method, path, body, headers = encoded[i % len(encoded)]
         try:
-            conn.request(method, path, body=body, headers=headers if body else {})
+            conn.request(method, path, body=body, headers=headers)
             response = conn.getresponse()
             response.read()
             if response.status in OK:
@@ -56,13 +79,13 @@ def _thread_loop(port: int, plan: list[Request], deadline: float, out: list[Any]
     out.append((ok, other, errors, latencies))
 
 
-def _client_process(port: int, plan: list[Request], threads: int, start_at: float, seconds: float,
-                    results: Any) -> None:
+def _client_process(port: int, encoded: list[Any], threads: int, start_at: float,
+                    seconds: float, results: Any) -> None:
     """One client process: ``threads`` connections, all starting at ``start_at``."""
     time.sleep(max(0.0, start_at - time.time()))
     deadline = time.perf_counter() + seconds
     out: list[Any] = []
-    workers = [threading.Thread(target=_thread_loop, args=(port, plan, deadline, out))
+    workers = [threading.Thread(target=_thread_loop, args=(port, encoded, deadline, out))
                for _ in range(threads)]
     for worker in workers:
         worker.start()
@@ -77,18 +100,21 @@ def _client_process(port: int, plan: list[Request], threads: int, start_at: floa
     results.put((ok, other, errors, latencies[::step]))
 
 
-def load(port: int, path: str | list[Request], seconds: float,
-         connections: int = CONNECTIONS, processes: int = PROCESSES) -> dict[str, float]:
-    """Hammer ``path`` (a GET) or a plan of requests for ``seconds`` with ``connections``
-    connections; requests per second (successes only), errors, p50 and p99 latency."""
-    plan = [("GET", path, None)] if isinstance(path, str) else path
+def load(port: int, path: str | Sequence[Sequence[Any]], seconds: float,
+         connections: int = CONNECTIONS, processes: int = PROCESSES,
+         headers: Mapping[str, str] | None = None) -> dict[str, float]:
+    """Hammer ``path`` (a GET) or a plan of requests (:class:`Request`) for ``seconds`` with
+    ``connections`` connections, every request sending ``headers`` besides its own;
+    requests per second (successes only), errors, p50 and p99 latency."""
+    plan = [Request("GET", path)] if isinstance(path, str) else path
+    encoded = encode(plan, headers)  # once, before the clocks start
     ctx = mp.get_context("fork")
     results = ctx.Queue()
     per_process = [connections // processes + (1 if i < connections % processes else 0)
                    for i in range(processes)]
     start_at = time.time() + 0.3  # every process starts together, after all have forked
     procs = [ctx.Process(target=_client_process,
-                         args=(port, plan, n, start_at, seconds, results), daemon=True)
+                         args=(port, encoded, n, start_at, seconds, results), daemon=True)
              for n in per_process if n]
     for proc in procs:
         proc.start()

@@ -7,26 +7,34 @@ lines) costs a request nothing a user would notice. So the project runs as a use
 access log on) beside ``bench/plain_app/``: stock Flask + Flask-SQLAlchemy + gunicorn
 (gthread, the same workers and threads, default pool, no pre-ping, access log on in a
 comparable format) serving the same routes with the same JSON, on the same database and
-rows. Both servers stay up for the whole benchmark; the load goes to one at a time.
+rows. Every API request carries its user's bearer token, and the plain app checks it the
+same way ours does: a ``before_request`` reads ``Authorization: Bearer``, hashes the token
+with SHA-256 and looks the user's id up by the indexed ``users.token_hash``, or answers 401;
+its queries keep to that user's rows as ours do, and its /api answers carry the same
+``nosniff`` and ``no-store`` headers. The seed gives every user a token of its own, set in
+SQL. Both servers stay up for the whole benchmark; the load goes to one at a time.
 
 Three scenarios, each run on ours and then on plain, round after round: ``GET
-/api/users/<id>`` over 1,000 users; the read/write mix of ``bench/api.py`` (list a
-project's tasks, create a task, read the project, update a task, read a user: 3 reads, 2
-writes); ``/healthz`` for scale. Per run: requests per second, p50/p99 latency, the workers'
-CPU per request (utime + stime from ``/proc/<pid>/stat``) and their resident size after it.
-Before every mix run the tasks it created are deleted and the table vacuumed, so every run
-starts from the same rows. Before measuring, both servers are asked the same requests and
-must answer the same status and JSON, so a difference in speed is never a difference in
-work. A round starts once the machine is quiet, and every run reports the CPU that other
-processes took meanwhile: on a shared machine that is what tells a real difference from a
-disturbed round. Then one in-process profile (Flask's test client, no HTTP) says where a
-read's time goes on each side, with the cost of an access-log line and of a full garbage
-collection over each app's heap.
+/api/users/<id>`` over 1,000 users, each read with that user's own token; the read/write
+mix of ``bench/api.py`` with the project owner's token (list a project's tasks, create a
+task, read the project, update a task, read the owner: 3 reads, 2 writes); ``/healthz``
+for scale. Per run: requests per second, p50/p99 latency, the workers' CPU per request
+(utime + stime from ``/proc/<pid>/stat``) and their resident size after it. Before every
+mix run the tasks it created are deleted and the table vacuumed, so every run starts from
+the same rows. Before measuring, both servers are asked the same requests and must answer
+the same status, JSON and security headers, and refuse alike a request without a token or
+with an unknown one (401) and one for another user's rows (404), so a difference in speed
+is never a difference in work. A round starts once the machine is quiet, and every run
+reports the CPU that other processes took meanwhile: on a shared machine that is what
+tells a real difference from a disturbed round. Then one in-process profile (Flask's test
+client, no HTTP, the same tokens) says where a read's time goes on each side, with the cost
+of an access-log line and of a full garbage collection over each app's heap.
 """
 
 from __future__ import annotations
 
 import cProfile
+import hashlib
 import http.client
 import json
 import logging
@@ -225,12 +233,29 @@ class Seed:
     task_ids: list[int]
 
 
+def token(user_id: int) -> str:
+    """The seeded user's token: fixed, so that SQL can store its digest (see :func:`seed`)."""
+    return f"bench-{user_id}"
+
+
+def auth(user_id: int) -> dict[str, str]:
+    """The headers that make a request the user's own."""
+    return {"Authorization": f"Bearer {token(user_id)}"}
+
+
 def seed(url: URL) -> Seed:
-    """1,000 users, one project owned by the first, 20 tasks in it: in SQL, so both sides
-    start from rows neither of them wrote."""
+    """1,000 users, each with a token of its own, one project owned by the first, 20 tasks
+    in it: in SQL, so both sides start from rows neither of them wrote."""
     sql(url, f"INSERT INTO users (email, name) SELECT 'user' || i || '@example.com', "
              f"'User ' || i FROM generate_series(1, {USERS}) AS i")
+    # The digest the API stores: hex SHA-256 of the token's UTF-8 bytes (PostgreSQL 11+).
+    sql(url, "UPDATE users SET token_hash = "
+             "encode(sha256(convert_to('bench-' || id, 'UTF8')), 'hex')")
     user_ids = [row[0] for row in sql(url, "SELECT id FROM users ORDER BY id")]
+    first = sql(url, "SELECT token_hash FROM users WHERE id = %s", (user_ids[0],))[0][0]
+    if first != hashlib.sha256(token(user_ids[0]).encode()).hexdigest():
+        raise BenchError(f"the seeded token digest {first!r} is not the API's digest of "
+                         f"{token(user_ids[0])!r}")
     project_id = sql(url, "INSERT INTO projects (owner_id, name, slug) "
                           "VALUES (%s, 'Load test', 'load-test') RETURNING id",
                      (user_ids[0],))[0][0]
@@ -250,27 +275,33 @@ def reset(url: URL, rows: Seed) -> None:
 
 
 def plans(rows: Seed) -> dict[str, list[Request]]:
-    """Every user once, in an order fixed across runs; the mix is bench/api.py's plan."""
-    users = [("GET", f"/api/users/{uid}", None) for uid in rows.user_ids]
+    """Every user once, each with its own token, in an order fixed across runs; the mix is
+    bench/api.py's plan, with the token of the project's owner (the first user)."""
+    users = [Request("GET", f"/api/users/{uid}", None, auth(uid)) for uid in rows.user_ids]
     random.Random(10).shuffle(users)
+    owner = auth(rows.user_ids[0])
     mix = [
-        ("GET", f"/api/tasks?project_id={rows.project_id}&per_page=20", None),
-        ("POST", "/api/tasks", {"project_id": rows.project_id, "title": "from the load"}),
-        ("GET", f"/api/projects/{rows.project_id}", None),
-        ("PATCH", f"/api/tasks/{rows.task_ids[3]}", {"status": "doing"}),
-        ("GET", f"/api/users/{rows.user_ids[0]}", None),
+        Request("GET", f"/api/tasks?project_id={rows.project_id}&per_page=20", None, owner),
+        Request("POST", "/api/tasks", {"project_id": rows.project_id, "title": "from the load"},
+                owner),
+        Request("GET", f"/api/projects/{rows.project_id}", None, owner),
+        Request("PATCH", f"/api/tasks/{rows.task_ids[3]}", {"status": "doing"}, owner),
+        Request("GET", f"/api/users/{rows.user_ids[0]}", None, owner),
     ]
-    return {"get": users, "mix": mix, "healthz": [("GET", "/healthz", None)]}
+    return {"get": users, "mix": mix, "healthz": [Request("GET", "/healthz")]}
 
 
 # --- the same answers ------------------------------------------------------------------------
 
-def ask(port: int, method: str, path: str, body: Any = None) -> tuple[int, dict[str, str], bytes]:
+def ask(port: int, method: str, path: str, body: Any = None,
+        headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         payload = None if body is None else json.dumps(body).encode()
-        conn.request(method, path, body=payload,
-                     headers={"Content-Type": "application/json"} if payload else {})
+        sent = dict(headers or {})
+        if payload:
+            sent["Content-Type"] = "application/json"
+        conn.request(method, path, body=payload, headers=sent)
         response = conn.getresponse()
         return response.status, {k.lower(): v for k, v in response.getheaders()}, \
             response.read()
@@ -280,28 +311,69 @@ def ask(port: int, method: str, path: str, body: Any = None) -> tuple[int, dict[
 
 # Values that differ between two rows each side creates or updates itself.
 _VOLATILE = {"id", "created_at", "updated_at"}
+# Headers both sides must send alike on every answer: under /api, the ones that keep a
+# browser from sniffing a type and every cache from keeping a user's data.
+_NOTED = ("content-type", "x-content-type-options", "cache-control")
 
 
-def check_same_answers(ours: Server, plain: Server, plan: dict[str, list[Request]]) -> int:
+def _noted(answer: tuple[int, dict[str, str], bytes]) -> tuple[Any, ...]:
+    return (answer[0], *(answer[1].get(name) for name in _NOTED))
+
+
+def refusals(rows: Seed) -> list[tuple[int, Request]]:
+    """Requests both sides must refuse, with the status: no token, an unknown one, one
+    that is not a bearer token, and another user's rows read with a valid token."""
+    owner, other = rows.user_ids[0], rows.user_ids[1]
+    user = f"/api/users/{owner}"
+    return [
+        (401, Request("GET", user)),
+        (401, Request("GET", user, None, {"Authorization": "Bearer not-a-token"})),
+        (401, Request("GET", user, None, {"Authorization": f"Basic {token(owner)}"})),
+        (401, Request("POST", "/api/tasks", {"project_id": rows.project_id, "title": "x"})),
+        (404, Request("GET", user, None, auth(other))),
+        (404, Request("GET", f"/api/projects/{rows.project_id}", None, auth(other))),
+        (404, Request("PATCH", f"/api/tasks/{rows.task_ids[3]}", {"status": "done"},
+                      auth(other))),
+    ]
+
+
+def check_same_answers(ours: Server, plain: Server, plan: dict[str, list[Request]],
+                       rows: Seed) -> int:
     """Both servers answer every request of the plans alike: reads byte for byte, writes with
-    the same status, headers of note and JSON (ids and times aside). A plain app that did
-    less work would make the comparison meaningless; this refuses to measure it."""
-    reads = [r for r in plan["mix"] if r[0] == "GET"] + plan["get"][:5] + plan["healthz"]
-    writes = [r for r in plan["mix"] if r[0] != "GET"]
-    for method, path, body in reads:
-        a, b = ask(ours.port, method, path, body), ask(plain.port, method, path, body)
-        if (a[0], a[1].get("content-type"), a[2]) != (b[0], b[1].get("content-type"), b[2]):
-            raise BenchError(f"{method} {path}: ours answered {a[0]} {a[2][:300]!r}, "
-                             f"plain {b[0]} {b[2][:300]!r}")
-    for method, path, body in writes:
-        a, b = ask(ours.port, method, path, body), ask(plain.port, method, path, body)
+    the same status, headers of note and JSON (ids and times aside), each with the same
+    security headers; and both refuse alike a request without a valid token (401) and one
+    for another user's rows (404), whatever the error's wording. A plain app that did less
+    work would make the comparison meaningless; this refuses to measure it."""
+    reads = [r for r in plan["mix"] if r.method == "GET"] + plan["get"][:5] + plan["healthz"]
+    writes = [r for r in plan["mix"] if r.method != "GET"]
+    for method, path, body, headers in reads:
+        a, b = ask(ours.port, method, path, body, headers), \
+            ask(plain.port, method, path, body, headers)
+        if (_noted(a), a[2]) != (_noted(b), b[2]) or a[0] != 200:
+            raise BenchError(f"{method} {path}: ours answered {_noted(a)} {a[2][:300]!r}, "
+                             f"plain {_noted(b)} {b[2][:300]!r}")
+    for method, path, body, headers in writes:
+        a, b = ask(ours.port, method, path, body, headers), \
+            ask(plain.port, method, path, body, headers)
         ja, jb = json.loads(a[2]), json.loads(b[2])
-        same = (a[0] == b[0] and a[1].get("content-type") == b[1].get("content-type")
+        same = (_noted(a) == _noted(b) and a[0] in (200, 201)
                 and ("location" in a[1]) == ("location" in b[1]) and ja.keys() == jb.keys()
                 and all(ja[k] == jb[k] for k in ja.keys() - _VOLATILE))
         if not same:
-            raise BenchError(f"{method} {path}: ours answered {a[0]} {ja}, plain {b[0]} {jb}")
-    return len(reads) + len(writes)
+            raise BenchError(f"{method} {path}: ours answered {_noted(a)} {ja}, "
+                             f"plain {_noted(b)} {jb}")
+    refused = refusals(rows)
+    for expected, (method, path, body, headers) in refused:
+        a, b = ask(ours.port, method, path, body, headers), \
+            ask(plain.port, method, path, body, headers)
+        if not (a[0] == b[0] == expected
+                and all(a[1].get(n) == b[1].get(n) for n in _NOTED[1:])
+                and (expected != 401 or a[1].get("www-authenticate")
+                     == b[1].get("www-authenticate") == "Bearer")):
+            raise BenchError(f"{method} {path} ({headers or 'no headers'}): expected "
+                             f"{expected} from both; ours answered {_noted(a)} "
+                             f"{a[2][:200]!r}, plain {_noted(b)} {b[2][:200]!r}")
+    return len(reads) + len(writes) + len(refused)
 
 
 # --- one measured run ------------------------------------------------------------------------
@@ -453,11 +525,12 @@ def _function_label(key: tuple[str, int, str]) -> str:
 
 
 def profile(url: URL, rows: Seed, quick: bool) -> tuple[str, dict[str, Any]]:
-    """One read (GET /api/users/<id>) through each app in-process, Flask's test client and
-    no HTTP: wall-clock and CPU time per request uninstrumented, then one cProfile pass each
-    (timed in CPU, so waiting on the database counts for nothing) and the functions whose
-    own time differs most. cProfile inflates Python code, so its microseconds are larger
-    than the real ones; the differences point at the causes."""
+    """One read (GET /api/users/<id>, with that user's token) through each app in-process,
+    Flask's test client and no HTTP: wall-clock and CPU time per request uninstrumented,
+    then one cProfile pass each (timed in CPU, so waiting on the database counts for
+    nothing) and the functions whose own time differs most. cProfile inflates Python code,
+    so its microseconds are larger than the real ones; the differences point at the
+    causes."""
     from backend import create_app
     from backend.extensions import db as ours_db
     from bench.plain_app.app import create_app as create_plain
@@ -468,13 +541,15 @@ def profile(url: URL, rows: Seed, quick: bool) -> tuple[str, dict[str, Any]]:
             "plain": create_plain(url_text(url))}
     clients = {side: app.test_client() for side, app in apps.items()}
     count = 500 if quick else 2_000
-    paths = [f"/api/users/{uid}" for uid in rows.user_ids]
+    # Each user read with its own token, as over HTTP.
+    reads = [(f"/api/users/{uid}", auth(uid)) for uid in rows.user_ids]
 
     def run(side: str) -> tuple[float, float]:
         client = clients[side]
         wall, cpu = time.perf_counter(), time.process_time()
         for i in range(count):
-            if client.get(paths[i % len(paths)]).status_code != 200:
+            path, headers = reads[i % len(reads)]
+            if client.get(path, headers=headers).status_code != 200:
                 raise BenchError(f"{side}: GET /api/users/<id> did not answer 200 in-process")
         return ((time.perf_counter() - wall) / count * 1e6,
                 (time.process_time() - cpu) / count * 1e6)
@@ -515,10 +590,10 @@ def profile(url: URL, rows: Seed, quick: bool) -> tuple[str, dict[str, Any]]:
     top = [(d, k) for d, k in diffs if d > 0][:12]
     lines = [
         "### Where a read's time goes (in-process, no HTTP)", "",
-        f"{count} `GET /api/users/<id>` through Flask's test client on each app (no gunicorn, "
-        f"no sockets; the database is real), median of {len(timings['ours'])} passes "
-        f"alternating the apps. Per request, uninstrumented: wall-clock ours "
-        f"{wall['ours']:.0f} µs, plain {wall['plain']:.0f} µs (ratio "
+        f"{count} `GET /api/users/<id>`, each with that user's token, through Flask's test "
+        f"client on each app (no gunicorn, no sockets; the database is real), median of "
+        f"{len(timings['ours'])} passes alternating the apps. Per request, uninstrumented: "
+        f"wall-clock ours {wall['ours']:.0f} µs, plain {wall['plain']:.0f} µs (ratio "
         f"{wall['ours'] / wall['plain']:.2f}); CPU ours {cpu['ours']:.0f} µs, plain "
         f"{cpu['plain']:.0f} µs (ratio {cpu['ours'] / cpu['plain']:.2f}). Under cProfile, "
         f"timed in CPU (the profiler inflates Python code several times over): ours "
@@ -603,8 +678,10 @@ def _run(ctx: Context) -> BenchResult:
               f"workers x {THREADS} threads, access log on). Plain: stock Flask + "
               f"Flask-SQLAlchemy + gunicorn gthread ({WORKERS} x {THREADS}, default pool, no "
               "pre-ping, access log on in a comparable line; `bench/plain_app/`), the same "
-              f"routes and JSON. One database at head with {USERS:,} users, a project and "
-              f"{TASKS} tasks, both servers up throughout. {CLIENTS} kept-alive connections "
+              "routes and JSON, the same bearer-token check (SHA-256, indexed lookup) and "
+              "ownership filters. Every request carries its user's token. One database at "
+              f"head with {USERS:,} users, a project and {TASKS} tasks, both servers up "
+              f"throughout. {CLIENTS} kept-alive connections "
               f"from {PROCESSES} client processes, {seconds:.0f} s per run, {rounds} rounds; "
               "in each, every scenario runs on ours then on plain. Ratios are the median of "
               "per-round ratios (min-max). CPU is the workers' utime + stime per answered "
@@ -626,7 +703,7 @@ def _run(ctx: Context) -> BenchResult:
         servers.append(start_ours(url, ctx.workdir))
         servers.append(start_plain(url, ctx.workdir))
         ours, plain = servers
-        checked = check_same_answers(ours, plain, plan)
+        checked = check_same_answers(ours, plain, plan, rows)
         reset(url, rows)
         # Warm-up: pools full, first-request imports done, and the pages a preloaded
         # worker shares with its master copied (the first seconds of load cost ours a few
@@ -703,9 +780,12 @@ def _run(ctx: Context) -> BenchResult:
     others = {side: [r["others_cpu_share"] for s in runs for r in runs[s][side]]
               for side in ("ours", "plain")}
     result.notes = [
-        f"Same work on both sides: before measuring, {checked} requests of the plans were "
-        "asked of both servers and answered alike (reads byte for byte, writes with the same "
-        "status, Location and JSON but for ids and times).",
+        f"Same work on both sides: before measuring, {checked} requests were asked of both "
+        "servers and answered alike: those of the plans (reads byte for byte, writes with the "
+        "same status, Location and JSON but for ids and times, all with the same nosniff and "
+        "no-store headers), and requests without a valid token (401 from both) or for "
+        "another user's rows (404 from both). Every API request carries its user's bearer "
+        "token; both sides look it up by its SHA-256 in the indexed users.token_hash.",
         f"Client and servers share the same {os.cpu_count()} cores: the Python client takes "
         "a large share of them and hits both sides alike, so requests per second and latency "
         "are for the pair, and a server-side difference shows in them diluted. CPU per "

@@ -325,16 +325,23 @@ class PrivateServer:
 
 
 def request(port: int, method: str, path: str, body: dict | None = None,
-            timeout: float = 10.0) -> tuple[int, dict | str]:
-    """One HTTP request on a connection of its own: (status, JSON body or text)."""
+            timeout: float = 10.0, headers: dict[str, str] | None = None
+            ) -> tuple[int, dict | str]:
+    """One HTTP request on a connection of its own: (status, JSON body or text).
+
+    ``headers`` are sent as well (an ``Authorization``, say); a JSON body is sent with
+    ``Content-Type: application/json`` unless ``headers`` names another type.
+    """
     import http.client
     import json
 
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         payload = None if body is None else json.dumps(body)
-        headers = {} if body is None else {"Content-Type": "application/json"}
-        conn.request(method, path, body=payload, headers=headers)
+        sent = dict(headers or {})
+        if body is not None and not any(k.lower() == "content-type" for k in sent):
+            sent["Content-Type"] = "application/json"
+        conn.request(method, path, body=payload, headers=sent)
         response = conn.getresponse()
         text = response.read().decode()
     finally:

@@ -2,8 +2,9 @@
 
 Columns, types, server defaults, ``onupdate`` and relationships mirror ``backend/models/``:
 the ORM then loads, inserts and updates exactly as ours does, with the same SQL, and the
-JSON is the same. Constraints and indexes are left out: the database already has them (it
-was migrated by the project) and they play no part in a request.
+JSON is the same. Constraints and indexes are left out of the declarations: the database
+already has them (it was migrated by the project), and a request uses them all the same, as
+the token's lookup uses the unique index on ``users.token_hash``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class User(db.Model):
     id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
     email: Mapped[str] = mapped_column(sa.String(320), unique=True)
     name: Mapped[str] = mapped_column(sa.String(200))
+    # The SHA-256 of the user's API token, hex.
+    token_hash: Mapped[str | None] = mapped_column(sa.String(64))
     created_at: Mapped[datetime] = mapped_column(
         sa.DateTime(timezone=True), server_default=sa.func.now()
     )
