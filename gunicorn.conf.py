@@ -2,6 +2,7 @@
 
 import atexit
 import fcntl
+import gc
 import glob
 import os
 import shutil
@@ -118,6 +119,15 @@ def on_starting(server) -> None:
     database and migrate (unless MIGRATE_ON_START=0), then close every connection that
     took, so that nothing opened here is inherited by a worker."""
     prepare_to_serve(server.app.wsgi(), migrate=settings.migrate_on_start)
+
+
+def pre_fork(server, worker) -> None:
+    """In the master, right before each fork: put everything it holds (the preloaded app
+    and its imports) out of the garbage collector's reach. A worker's full collection then
+    walks only the objects it made itself (over the whole inherited heap it paused every
+    thread for tens of milliseconds, a p99 of its own), and leaving the inherited objects'
+    headers untouched keeps their pages shared with the master."""
+    gc.freeze()
 
 
 def post_fork(server, worker) -> None:
